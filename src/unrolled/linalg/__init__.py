@@ -1,0 +1,20 @@
+"""Matrix-free linear algebra: operators, batched CG, and the least-squares prox."""
+
+from .cg import CG, NonConvergenceError, NonConvergenceWarning, SolveInfo, cg
+from .operator import LinearOperator, MatrixOperator, batch_inner, batch_norm
+from .prox import BACKWARD_MODES, ProxInfo, prox_l2
+
+__all__ = [
+    "BACKWARD_MODES",
+    "CG",
+    "LinearOperator",
+    "MatrixOperator",
+    "NonConvergenceError",
+    "NonConvergenceWarning",
+    "ProxInfo",
+    "SolveInfo",
+    "batch_inner",
+    "batch_norm",
+    "cg",
+    "prox_l2",
+]

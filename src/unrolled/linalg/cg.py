@@ -1,0 +1,274 @@
+"""Batched (preconditioned) conjugate gradient for Hermitian positive-definite systems.
+
+Each sample ``i`` of the batch is its own system ``K x_i = b_i`` and stops on its own
+relative test ``||b_i - K x_i|| <= tol * ||b_i||``; a stopped sample is frozen (its
+step length is zero) while the others go on. There is no absolute epsilon: a
+right-hand side of size 1e-8 is solved to the same relative accuracy as one of size 1.
+
+In finite precision the recursively updated residual keeps falling after the true
+residual ``b - K x`` has reached the floor the dtype allows (about ``eps * cond``).
+With ``stop_at_floor`` the true residual is recomputed every ``floor_check_every``
+iterations; once it is dominated by rounding (the recursive and true residuals
+differ by more than half the true one) the sample stops as ``"stagnated"``. A
+tolerance below what the dtype can reach then costs a few iterations, not
+``max_iter``. Stagnated samples count as converged to the floor.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from .operator import batch_inner, batch_norm
+
+__all__ = ["CG", "SolveInfo", "NonConvergenceError", "NonConvergenceWarning", "cg"]
+
+ON_FAILURE = ("warn", "raise", "ignore")
+
+
+class NonConvergenceWarning(UserWarning):
+    """A solve stopped at ``max_iter`` before reaching its tolerance."""
+
+
+class NonConvergenceError(RuntimeError):
+    """A solve stopped at ``max_iter`` before reaching its tolerance (``on_failure="raise"``)."""
+
+
+@dataclass(frozen=True)
+class CG:
+    """Settings of a conjugate-gradient solve (the solve's, not the operator's).
+
+    Args:
+        max_iter: iterations at most, per sample.
+        tol: relative tolerance on the residual, ``||r_i|| <= tol ||b_i||``.
+        on_failure: what a sample that ends at ``max_iter`` unconverged triggers:
+            ``"warn"`` (default), ``"raise"`` or ``"ignore"``.
+        stop_at_floor: stop a sample whose true residual has reached the
+            floating-point floor (status ``"stagnated"``, counted as converged).
+        floor_check_every: iterations between two true-residual checks (one extra
+            application of the system operator each).
+        check_every: iterations between two host synchronisations of the
+            all-converged test. Frozen samples stay frozen in between; on a GPU a
+            larger value avoids a device-to-host copy per iteration.
+        preconditioner: ``None``, ``"auto"`` (the operator's own, where it offers
+            one that pays off), or a callable ``(operator, gamma) -> M`` returning a
+            function that applies an approximation of the inverse system.
+    """
+
+    max_iter: int = 100
+    tol: float = 1e-8
+    on_failure: str = "warn"
+    stop_at_floor: bool = True
+    floor_check_every: int = 10
+    check_every: int = 1
+    preconditioner: object = "auto"
+
+    def __post_init__(self):
+        if not isinstance(self.max_iter, int) or self.max_iter < 0:
+            raise ValueError(f"max_iter: expected an integer >= 0, got {self.max_iter!r}")
+        if not (isinstance(self.tol, (int, float)) and self.tol >= 0):
+            raise ValueError(f"tol: expected a number >= 0, got {self.tol!r}")
+        if self.on_failure not in ON_FAILURE:
+            raise ValueError(f"on_failure: expected one of {ON_FAILURE}, got {self.on_failure!r}")
+        for name in ("floor_check_every", "check_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+        if not (self.preconditioner in (None, "auto") or callable(self.preconditioner)):
+            raise ValueError(
+                "preconditioner: expected None, 'auto' or a callable (operator, gamma) -> M, "
+                f"got {self.preconditioner!r}"
+            )
+
+    def solve(self, matvec, b, *, x0=None, precond=None, iterations=None, what="solve"):
+        """Solve ``matvec(x) = b``; see :func:`cg`."""
+        return cg(
+            matvec,
+            b,
+            x0=x0,
+            precond=precond,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            on_failure=self.on_failure,
+            stop_at_floor=self.stop_at_floor,
+            floor_check_every=self.floor_check_every,
+            check_every=self.check_every,
+            iterations=iterations,
+            what=what,
+        )
+
+
+@dataclass
+class SolveInfo:
+    """What a batched solve did, per sample.
+
+    Attributes:
+        iterations: ``(B,)`` int64, iterations each sample ran.
+        residual: ``(B,)`` final relative residual ``||b - K x|| / ||b||`` (the true
+            residual for stagnated samples, the recursive one otherwise; 0 for b = 0).
+        converged: ``(B,)`` bool, reached ``tol`` or the floating-point floor.
+        status: per sample ``"converged"``, ``"stagnated"`` or ``"max_iter"``.
+        max_iter, tol: the settings the solve ran with.
+    """
+
+    iterations: Tensor
+    residual: Tensor
+    converged: Tensor
+    status: list[str] = field(default_factory=list)
+    max_iter: int = 0
+    tol: float = 0.0
+
+    @property
+    def all_converged(self) -> bool:
+        return bool(self.converged.all())
+
+    def __repr__(self) -> str:
+        its = self.iterations.tolist()
+        res = [f"{r:.1e}" for r in self.residual.tolist()]
+        return f"SolveInfo(iterations={its}, residual={res}, status={self.status})"
+
+
+def _per_sample(v: Tensor, like: Tensor) -> Tensor:
+    return v.reshape((-1,) + (1,) * (like.ndim - 1))
+
+
+def cg(
+    matvec: Callable[[Tensor], Tensor],
+    b: Tensor,
+    *,
+    x0: Tensor | None = None,
+    precond: Callable[[Tensor], Tensor] | None = None,
+    max_iter: int = 100,
+    tol: float = 1e-8,
+    on_failure: str = "warn",
+    stop_at_floor: bool = True,
+    floor_check_every: int = 10,
+    check_every: int = 1,
+    iterations: Tensor | None = None,
+    what: str = "solve",
+) -> tuple[Tensor, SolveInfo]:
+    """Solve ``K x = b`` per sample for a Hermitian positive-definite ``K``.
+
+    Args:
+        matvec: ``x -> K x`` on tensors shaped like ``b``.
+        b: right-hand side ``(B, ...)``, real or complex.
+        x0: initial guess (default zero).
+        precond: ``r -> M r`` with ``M`` Hermitian positive definite, ``M ~ K^-1``.
+        iterations: replay mode: run exactly ``iterations[i]`` steps on sample ``i``
+            and ignore the stopping tests (used to re-run a solve under autograd).
+        what: how warnings and errors name this solve.
+
+    Returns:
+        ``(x, info)``. Differentiable by autograd when run under it (every iterate
+        is then kept: memory grows with the iteration count).
+    """
+    if b.ndim < 1:
+        raise ValueError(f"b: expected a batched tensor (B, ...), got shape {tuple(b.shape)}")
+    batch = b.shape[0]
+    real_dtype = b.real.dtype if b.is_complex() else b.dtype
+    device = b.device
+
+    b_norm = batch_norm(b)
+    threshold = tol * b_norm
+    zero_rhs = b_norm == 0
+    if x0 is None:
+        x = torch.zeros_like(b)
+        r = b
+    else:
+        # A zero right-hand side has the solution zero, whatever the guess.
+        x = torch.where(_per_sample(zero_rhs, b), torch.zeros_like(x0), x0)
+        r = b - matvec(x)
+    r_norm = batch_norm(r)
+
+    replay = iterations is not None
+    if replay:
+        target = iterations.to(device)
+        active = target > 0
+    else:
+        active = (r_norm > threshold) & ~zero_rhs
+    status_code = torch.zeros(batch, dtype=torch.int8, device=device)  # 0 conv, 1 stag, 2 max
+    true_residual = torch.full((batch,), float("nan"), dtype=real_dtype, device=device)
+    its = torch.zeros(batch, dtype=torch.int64, device=device)
+
+    z = precond(r) if precond is not None else r
+    p = z
+    rz = batch_inner(r, z)
+    if replay:
+        limit = int(target.max()) if batch else 0
+    else:
+        limit = max_iter
+    k = 0
+    while k < limit:
+        if not replay and k % check_every == 0 and not bool(active.any()):
+            break
+        kp = matvec(p)
+        pkp = batch_inner(p, kp)
+        # Inactive samples (and a breakdown, pkp = 0, which only happens at r = 0) take a
+        # zero step, so their x and r stay exactly as they are.
+        step_ok = active & (pkp > 0)
+        alpha = torch.where(step_ok, rz / torch.where(step_ok, pkp, torch.ones_like(pkp)), 0.0)
+        alpha_b = _per_sample(alpha, b).to(b.dtype)
+        x = x + alpha_b * p
+        r = r - alpha_b * kp
+        its = its + active.to(torch.int64)
+        k += 1
+
+        z = precond(r) if precond is not None else r
+        rz_new = batch_inner(r, z)
+        beta = torch.where(step_ok, rz_new / torch.where(step_ok, rz, torch.ones_like(rz)), 0.0)
+        p = torch.where(_per_sample(active, b), z + _per_sample(beta, b).to(b.dtype) * p, p)
+        rz = torch.where(active, rz_new, rz)
+        r_norm = torch.where(active, batch_norm(r), r_norm)
+
+        if replay:
+            active = active & (its < target)
+            continue
+        active = active & (r_norm > threshold)
+        if stop_at_floor and k % floor_check_every == 0:
+            # The recursion r drifts from b - Kx by rounding; when the drift is as large as
+            # the true residual, further steps cannot make the true residual smaller.
+            with torch.no_grad():
+                true_r = b - matvec(x)
+                true_norm = batch_norm(true_r)
+                drift = batch_norm(true_r - r)
+            floor = active & (drift > 0.5 * true_norm)
+            status_code = torch.where(floor, torch.ones_like(status_code), status_code)
+            true_residual = torch.where(floor, true_norm, true_residual)
+            active = active & ~floor
+
+    if not replay:
+        status_code = torch.where(active, torch.full_like(status_code, 2), status_code)
+    rel = torch.where(status_code == 1, true_residual, r_norm)
+    rel = torch.where(zero_rhs, torch.zeros_like(rel), rel / torch.where(zero_rhs, 1, b_norm))
+    names = ("converged", "stagnated", "max_iter")
+    codes = status_code.tolist()
+    info = SolveInfo(
+        iterations=its,
+        residual=rel.detach(),
+        converged=status_code < 2,
+        status=[names[c] for c in codes],
+        max_iter=max_iter,
+        tol=tol,
+    )
+    if 2 in codes:
+        _report_failure(info, on_failure, what)
+    return x, info
+
+
+def _report_failure(info: SolveInfo, on_failure: str, what: str) -> None:
+    failed = [i for i, s in enumerate(info.status) if s == "max_iter"]
+    worst = max(info.residual[i].item() for i in failed)
+    message = (
+        f"{what}: CG reached max_iter={info.max_iter} before tol={info.tol:g} for "
+        f"{len(failed)} of {len(info.status)} samples (worst relative residual {worst:.2e})"
+    )
+    if what.startswith("implicit"):
+        message += "; the implicit gradient is only approximate when the forward solve has not converged"
+    if on_failure == "raise":
+        raise NonConvergenceError(message)
+    if on_failure == "warn":
+        warnings.warn(message, NonConvergenceWarning, stacklevel=4)

@@ -1,0 +1,205 @@
+"""2-D blur: a true convolution (kernel flipped) with a choice of boundary handling.
+
+``padding="valid"`` keeps only the outputs whose support lies inside the image
+(the output shrinks by ``kernel - 1``); the other modes first extend the image
+(``"circular"``, ``"reflect"``, ``"replicate"``, ``"zeros"``) so the output keeps its
+size, with the kernel centred at ``(kh // 2, kw // 2)``. Each extension is a gather
+of pixels, so its exact adjoint is the matching scatter-add.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .base import Physics
+
+__all__ = ["Blur", "gaussian_kernel", "PADDINGS"]
+
+PADDINGS = ("valid", "circular", "reflect", "replicate", "zeros")
+
+
+def gaussian_kernel(
+    sigma: float | Sequence[float] | Tensor,
+    size: int | Sequence[int] | None = None,
+    *,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """A normalised (sum 1) Gaussian kernel of shape ``(h, w)``.
+
+    Args:
+        sigma: standard deviation in pixels, isotropic or ``(sigma_y, sigma_x)``; a
+            tensor sigma gives a kernel differentiable in it.
+        size: ``h`` (= ``w``) or ``(h, w)``; default ``2 * ceil(3 sigma) + 1`` per axis.
+    """
+    sig = torch.as_tensor(sigma, dtype=dtype or torch.get_default_dtype(), device=device)
+    if sig.ndim == 0:
+        sig = sig.expand(2)
+    if sig.shape != (2,):
+        raise ValueError(f"sigma: expected a number or (sigma_y, sigma_x), got shape {tuple(sig.shape)}")
+    if not bool(torch.isfinite(sig).all() and (sig > 0).all()):
+        raise ValueError(f"sigma: expected finite values > 0, got {sig.tolist()}")
+    if size is None:
+        size = tuple(2 * math.ceil(3 * float(s)) + 1 for s in sig)
+    elif isinstance(size, int):
+        size = (size, size)
+    size = tuple(size)
+    if len(size) != 2 or any(not isinstance(s, int) or s < 1 for s in size):
+        raise ValueError(f"size: expected a positive integer or (h, w), got {size!r}")
+    axes = []
+    for n, s in zip(size, sig, strict=True):
+        t = torch.arange(n, dtype=sig.dtype, device=sig.device) - (n - 1) / 2
+        axes.append(torch.exp(-0.5 * (t / s) ** 2))
+    kernel = axes[0][:, None] * axes[1][None, :]
+    return kernel / kernel.sum()
+
+
+@lru_cache(maxsize=256)
+def _pad_index(n: int, before: int, after: int, mode: str, device: torch.device) -> Tensor:
+    i = torch.arange(-before, n + after, device=device)
+    if mode == "circular":
+        return i % n
+    if mode == "replicate":
+        return i.clamp(0, n - 1)
+    # reflect about the edge pixels, not repeating them (numpy's "reflect")
+    i = i.abs()
+    return torch.where(i > n - 1, 2 * (n - 1) - i, i)
+
+
+class Blur(Physics):
+    """``A x = k * x``, a 2-D convolution per channel, for ``x`` of shape ``(B, C, H, W)``.
+
+    Args:
+        kernel: ``(kh, kw)`` shared by batch and channels, or ``(Bk, Ck, kh, kw)``
+            with ``Bk`` in ``{1, B}`` (one kernel per sample) and ``Ck`` in ``{1, C}``
+            (one per channel). An ``nn.Parameter`` is trained with the module; any
+            other tensor (also one produced by a network) is kept as a buffer.
+        padding: one of ``"valid"``, ``"circular"``, ``"reflect"``, ``"replicate"``,
+            ``"zeros"``.
+        noise: noise model applied by ``physics(x)``.
+    """
+
+    def __init__(self, kernel: Tensor, padding: str = "valid", noise=None):
+        super().__init__(noise=noise)
+        if padding not in PADDINGS:
+            raise ValueError(f"padding: expected one of {PADDINGS}, got {padding!r}")
+        self.padding = padding
+        _check_kernel(kernel)
+        if isinstance(kernel, torch.nn.Parameter):
+            self.kernel = kernel
+        else:
+            self.register_buffer("kernel", kernel)
+
+    # -- geometry ---------------------------------------------------------------------
+
+    def _kernel4d(self) -> Tensor:
+        k = self.kernel
+        _check_kernel(k)
+        return k[None, None] if k.ndim == 2 else k
+
+    def _pads(self, kh: int, kw: int) -> tuple[int, int, int, int]:
+        """(top, bottom, left, right) so that the kernel centre is ``(kh // 2, kw // 2)``."""
+        return kh // 2, kh - 1 - kh // 2, kw // 2, kw - 1 - kw // 2
+
+    def _check_image(self, x: Tensor, name: str) -> Tensor:
+        if not isinstance(x, Tensor) or x.ndim != 4:
+            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"{name}: expected a tensor of shape (B, C, H, W), got {got}")
+        k = self._kernel4d()
+        bk, ck, kh, kw = k.shape
+        b, c, h, w = x.shape
+        if bk not in (1, b):
+            raise ValueError(f"kernel: expected batch size 1 or {b} (that of {name}), got {bk}")
+        if ck not in (1, c):
+            raise ValueError(f"kernel: expected 1 or {c} channels (those of {name}), got {ck}")
+        return k
+
+    def output_shape(self, input_shape: Sequence[int]) -> torch.Size:
+        if len(input_shape) != 4:
+            raise ValueError(f"x: expected shape (B, C, H, W), got {tuple(input_shape)}")
+        b, c, h, w = input_shape
+        kh, kw = self.kernel.shape[-2:]
+        if self.padding == "valid":
+            if kh > h or kw > w:
+                raise ValueError(
+                    f"kernel: expected at most the image size {(h, w)} with padding='valid', "
+                    f"got {(kh, kw)}"
+                )
+            return torch.Size((b, c, h - kh + 1, w - kw + 1))
+        if self.padding == "reflect":
+            top, bottom, left, right = self._pads(kh, kw)
+            if max(top, bottom) > h - 1 or max(left, right) > w - 1:
+                raise ValueError(
+                    f"kernel: padding='reflect' needs a kernel smaller than about twice the image "
+                    f"{(h, w)}, got {(kh, kw)}"
+                )
+        return torch.Size((b, c, h, w))
+
+    # -- the operator -----------------------------------------------------------------
+
+    def A(self, x: Tensor) -> Tensor:  # noqa: N802
+        k = self._check_image(x, "x")
+        self.output_shape(x.shape)
+        if self.padding != "valid":
+            x = self._pad(x, *self._pads(*k.shape[-2:]))
+        return _conv(x, k, transpose=False)
+
+    def A_adjoint(self, y: Tensor) -> Tensor:  # noqa: N802
+        k = self._check_image(y, "y")
+        if self.padding == "valid":
+            return _conv(y, k, transpose=True)
+        pads = self._pads(*k.shape[-2:])
+        return self._pad_adjoint(_conv(y, k, transpose=True), *pads)
+
+    def _pad(self, x: Tensor, top: int, bottom: int, left: int, right: int) -> Tensor:
+        if self.padding == "zeros":
+            return F.pad(x, (left, right, top, bottom))
+        h, w = x.shape[-2:]
+        rows = _pad_index(h, top, bottom, self.padding, x.device)
+        cols = _pad_index(w, left, right, self.padding, x.device)
+        return x.index_select(-2, rows).index_select(-1, cols)
+
+    def _pad_adjoint(self, x: Tensor, top: int, bottom: int, left: int, right: int) -> Tensor:
+        hp, wp = x.shape[-2:]
+        h, w = hp - top - bottom, wp - left - right
+        if self.padding == "zeros":
+            return x[..., top : top + h, left : left + w]
+        rows = _pad_index(h, top, bottom, self.padding, x.device)
+        cols = _pad_index(w, left, right, self.padding, x.device)
+        x = x.new_zeros((*x.shape[:-1], w)).index_add(-1, cols, x)
+        return x.new_zeros((*x.shape[:-2], h, w)).index_add(-2, rows, x)
+
+    def extra_repr(self) -> str:
+        return f"kernel={tuple(self.kernel.shape)}, padding={self.padding!r}"
+
+
+def _check_kernel(kernel) -> None:
+    if not isinstance(kernel, Tensor):
+        raise ValueError(f"kernel: expected a tensor, got {type(kernel).__name__}")
+    if kernel.ndim not in (2, 4) or kernel.shape[-1] < 1 or kernel.shape[-2] < 1:
+        raise ValueError(f"kernel: expected shape (kh, kw) or (B, C, kh, kw), got {tuple(kernel.shape)}")
+    if not kernel.is_floating_point():
+        raise ValueError(f"kernel: expected a real floating tensor, got dtype {kernel.dtype}")
+
+
+def _conv(x: Tensor, k: Tensor, *, transpose: bool) -> Tensor:
+    """Valid true convolution of each (sample, channel) plane with its kernel, or its adjoint."""
+    if x.is_complex():
+        return torch.complex(_conv(x.real, k, transpose=transpose), _conv(x.imag, k, transpose=transpose))
+    b, c, h, w = x.shape
+    bk, ck, kh, kw = k.shape
+    # conv2d is a cross-correlation: flipping the kernel makes it a convolution.
+    weight = k.flip(-2, -1).to(x.dtype)
+    op = F.conv_transpose2d if transpose else F.conv2d
+    if bk == 1 and ck == 1:
+        out = op(x.reshape(b * c, 1, h, w), weight)
+    else:
+        weight = weight.expand(b, c, kh, kw).reshape(b * c, 1, kh, kw)
+        out = op(x.reshape(1, b * c, h, w), weight, groups=b * c)
+    return out.reshape(b, c, *out.shape[-2:])

@@ -1,0 +1,100 @@
+"""Noise models, reproducible under a seed."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["GaussianNoise", "PoissonNoise", "make_generator"]
+
+
+def make_generator(generator: torch.Generator | int | None) -> torch.Generator | None:
+    """A CPU ``torch.Generator`` from a seed, or the generator itself (``None``: global RNG)."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return generator
+    if isinstance(generator, bool) or not isinstance(generator, int):
+        raise ValueError(
+            f"generator: expected a torch.Generator, an integer seed or None, "
+            f"got {type(generator).__name__}"
+        )
+    return torch.Generator().manual_seed(generator)
+
+
+def _randn(shape, dtype, device, generator: torch.Generator | None) -> Tensor:
+    # Samples are drawn on the generator's device and moved, so a seed gives the
+    # same noise on every device.
+    if generator is None:
+        return torch.randn(shape, dtype=dtype, device=device)
+    return torch.randn(shape, dtype=dtype, device=generator.device, generator=generator).to(device)
+
+
+def _check_level(name: str, value) -> None:
+    if isinstance(value, Tensor):
+        bad = bool((value < 0).any() or ~torch.isfinite(value).all())
+    else:
+        bad = isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(
+            value
+        ) or value < 0
+    if bad:
+        raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
+
+
+class GaussianNoise(nn.Module):
+    """``y + sigma * n`` with ``n ~ N(0, I)`` (complex data: unit-variance circular noise).
+
+    Args:
+        sigma: standard deviation, a number or a tensor broadcastable to ``y``
+            (e.g. ``(B, 1, 1, 1)`` for one level per sample).
+        generator: a ``torch.Generator`` or an integer seed, for reproducible noise.
+    """
+
+    def __init__(self, sigma: float | Tensor = 0.1, generator: torch.Generator | int | None = None):
+        super().__init__()
+        _check_level("sigma", sigma)
+        self.sigma = sigma
+        self.generator = make_generator(generator)
+
+    def forward(self, y: Tensor) -> Tensor:
+        if y.is_complex():
+            parts = _randn((2, *y.shape), y.real.dtype, y.device, self.generator)
+            n = torch.complex(parts[0], parts[1]) / math.sqrt(2)
+        else:
+            n = _randn(y.shape, y.dtype, y.device, self.generator)
+        return y + self.sigma * n
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma}"
+
+
+class PoissonNoise(nn.Module):
+    """``gain * Poisson(y / gain)``: photon-counting noise with ``y >= 0``.
+
+    Args:
+        gain: photons per unit intensity are ``1 / gain``.
+        generator: a ``torch.Generator`` or an integer seed.
+    """
+
+    def __init__(self, gain: float = 1.0, generator: torch.Generator | int | None = None):
+        super().__init__()
+        _check_level("gain", gain)
+        if gain == 0:
+            raise ValueError("gain: expected a number > 0, got 0")
+        self.gain = gain
+        self.generator = make_generator(generator)
+
+    def forward(self, y: Tensor) -> Tensor:
+        if y.is_complex():
+            raise ValueError("y: Poisson noise expects real intensities, got a complex tensor")
+        if bool((y < 0).any()):
+            raise ValueError("y: Poisson noise expects intensities >= 0, got negative values")
+        rate = (y / self.gain).detach()
+        if self.generator is None:
+            counts = torch.poisson(rate)
+        else:
+            counts = torch.poisson(rate.to(self.generator.device), generator=self.generator)
+        return counts.to(y.device, y.dtype) * self.gain
+
+    def extra_repr(self) -> str:
+        return f"gain={self.gain}"
