@@ -151,10 +151,16 @@ def _check_inputs(op: LinearOperator, z, y, gamma) -> Tensor:
             f"{tuple(z.shape)}), got {tuple(y.shape)}"
         )
     gamma = _gamma_tensor(gamma, z)
-    # One host synchronisation for all value checks.
-    flags = torch.stack(
-        [~torch.isfinite(z).all(), ~torch.isfinite(y).all(), ~torch.isfinite(gamma).all(), (gamma <= 0).any()]
-    ).tolist()
+    # One host synchronisation for all value checks (outside autograd: they save nothing).
+    with torch.no_grad():
+        flags = torch.stack(
+            [
+                ~torch.isfinite(z).all(),
+                ~torch.isfinite(y).all(),
+                ~torch.isfinite(gamma).all(),
+                (gamma <= 0).any(),
+            ]
+        ).tolist()
     if flags[0]:
         raise ValueError("z: expected finite values, got NaN or Inf")
     if flags[1]:
