@@ -95,4 +95,3 @@ class L2(nn.Module):
 
     def extra_repr(self) -> str:
         return f"solver={self.solver}, backward={self.backward!r}"
-

@@ -197,10 +197,8 @@ def cg(
     z = precond(r) if precond is not None else r
     p = z
     rz = batch_inner(r, z)
-    if replay:
-        limit = int(target.max()) if batch else 0
-    else:
-        limit = max_iter
+    # Replay runs each sample's recorded count; a normal solve stops at max_iter at most.
+    limit = (int(target.max()) if batch else 0) if replay else max_iter
     k = 0
     while k < limit:
         if not replay and k % check_every == 0 and not bool(active.any()):
@@ -267,7 +265,9 @@ def _report_failure(info: SolveInfo, on_failure: str, what: str) -> None:
         f"{len(failed)} of {len(info.status)} samples (worst relative residual {worst:.2e})"
     )
     if what.startswith("implicit"):
-        message += "; the implicit gradient is only approximate when the forward solve has not converged"
+        message += (
+            "; the implicit gradient is only approximate when the forward solve has not converged"
+        )
     if on_failure == "raise":
         raise NonConvergenceError(message)
     if on_failure == "warn":

@@ -111,9 +111,7 @@ class LinearOperator(nn.Module):
         """
         from .prox import prox_l2
 
-        return prox_l2(
-            self, z, y, gamma, solver=solver, backward=backward, return_info=return_info
-        )
+        return prox_l2(self, z, y, gamma, solver=solver, backward=backward, return_info=return_info)
 
     # -- testing aids ------------------------------------------------------------------
 
@@ -131,7 +129,7 @@ class LinearOperator(nn.Module):
         columns = []
         with torch.no_grad():
             if input_shape[0] == 1:
-                # A single-sample operator acts on any batch: apply it to many basis vectors at once.
+                # A one-sample operator acts on any batch: apply it to many basis vectors at once.
                 eye = torch.eye(n, dtype=dtype, device=device)
                 for chunk in eye.split(256):
                     out = self.A(chunk.reshape(chunk.shape[0], *input_shape[1:]))
@@ -241,24 +239,18 @@ def _shallow_clone(module: nn.Module) -> nn.Module:
 
 
 def with_tensors(module: nn.Module, slots, tensors: Sequence[Tensor]) -> nn.Module:
-    """A shallow copy of ``module`` in which each slot holds the matching tensor.
+    """A copy of ``module`` in which each slot holds the matching tensor.
 
-    The original is untouched, so a copy taken at forward time keeps the operator
-    as it was even if the user reassigns its tensors before backward.
+    Every module of the tree is copied shallowly (their attributes are shared, their
+    parameter, buffer and sub-module tables are not), so a copy taken at forward time
+    keeps the operator as it was, also if the user reassigns its tensors or settings
+    before backward. The original is untouched.
     """
-    root = _shallow_clone(module)
-    clones: dict[tuple[str, ...], nn.Module] = {(): root}
-
-    def clone_at(path: tuple[str, ...]) -> nn.Module:
-        if path not in clones:
-            parent = clone_at(path[:-1])
-            child = _shallow_clone(parent._modules[path[-1]])
-            parent._modules[path[-1]] = child
-            clones[path] = child
-        return clones[path]
-
+    root = _clone_tree(module)
     for (path, kind, name, _), tensor in zip(slots, tensors, strict=True):
-        target = clone_at(path)
+        target = root
+        for step in path:
+            target = target._modules[step]
         if kind == "__dict__":
             target.__dict__[name] = tensor
         else:
@@ -266,3 +258,11 @@ def with_tensors(module: nn.Module, slots, tensors: Sequence[Tensor]) -> nn.Modu
             # attribute access returns it, and this private copy is never trained.
             target.__dict__[kind][name] = tensor
     return root
+
+
+def _clone_tree(module: nn.Module) -> nn.Module:
+    clone = _shallow_clone(module)
+    for name, child in module._modules.items():
+        if child is not None:
+            clone._modules[name] = _clone_tree(child)
+    return clone

@@ -119,10 +119,12 @@ def prox_l2(
         )
         return (h, info) if return_info else h
 
-    # The snapshot keeps the operator's structure as it is now; the Function's inputs
-    # carry its tensors, so autograd routes their gradients and checks their versions.
+    # The snapshot keeps the operator's structure (settings, sub-modules) as it is now;
+    # the Function's inputs carry its tensors, so autograd routes their gradients and
+    # checks their versions.
     aty = _refuse_hidden_tensors(op, slots, slot_index, tensors, y)
-    setup = _Setup(op, slots, slot_index, solver, precond, info, aty)
+    snapshot = _rebuild(op, slots, slot_index, tensors)
+    setup = _Setup(snapshot, slots, slot_index, solver, precond, info, aty)
     function = _ImplicitProx if backward == "implicit" else _CheckpointProx
     h = function.apply(setup, z, y, gamma, *tensors)
     return (h, info) if return_info else h

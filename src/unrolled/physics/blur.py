@@ -42,7 +42,9 @@ def gaussian_kernel(
     if sig.ndim == 0:
         sig = sig.expand(2)
     if sig.shape != (2,):
-        raise ValueError(f"sigma: expected a number or (sigma_y, sigma_x), got shape {tuple(sig.shape)}")
+        raise ValueError(
+            f"sigma: expected a number or (sigma_y, sigma_x), got shape {tuple(sig.shape)}"
+        )
     if not bool(torch.isfinite(sig).all() and (sig > 0).all()):
         raise ValueError(f"sigma: expected finite values > 0, got {sig.tolist()}")
     if size is None:
@@ -183,7 +185,9 @@ def _check_kernel(kernel) -> None:
     if not isinstance(kernel, Tensor):
         raise ValueError(f"kernel: expected a tensor, got {type(kernel).__name__}")
     if kernel.ndim not in (2, 4) or kernel.shape[-1] < 1 or kernel.shape[-2] < 1:
-        raise ValueError(f"kernel: expected shape (kh, kw) or (B, C, kh, kw), got {tuple(kernel.shape)}")
+        raise ValueError(
+            f"kernel: expected shape (kh, kw) or (B, C, kh, kw), got {tuple(kernel.shape)}"
+        )
     if not kernel.is_floating_point():
         raise ValueError(f"kernel: expected a real floating tensor, got dtype {kernel.dtype}")
 
@@ -191,7 +195,9 @@ def _check_kernel(kernel) -> None:
 def _conv(x: Tensor, k: Tensor, *, transpose: bool) -> Tensor:
     """Valid true convolution of each (sample, channel) plane with its kernel, or its adjoint."""
     if x.is_complex():
-        return torch.complex(_conv(x.real, k, transpose=transpose), _conv(x.imag, k, transpose=transpose))
+        return torch.complex(
+            _conv(x.real, k, transpose=transpose), _conv(x.imag, k, transpose=transpose)
+        )
     b, c, h, w = x.shape
     bk, ck, kh, kw = k.shape
     # conv2d is a cross-correlation: flipping the kernel makes it a convolution.

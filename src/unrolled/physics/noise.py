@@ -34,9 +34,12 @@ def _check_level(name: str, value) -> None:
     if isinstance(value, Tensor):
         bad = bool((value < 0).any() or ~torch.isfinite(value).all())
     else:
-        bad = isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(
-            value
-        ) or value < 0
+        bad = (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value < 0
+        )
     if bad:
         raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
 
