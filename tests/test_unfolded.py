@@ -231,7 +231,7 @@ def _saved_bytes(model, x, physics, y):
     return total
 
 
-@pytest.mark.parametrize("backward", ["implicit", "unroll"])
+@pytest.mark.parametrize("backward", ["implicit", "unroll", "checkpoint"])
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_layer_checkpointing_changes_nothing_but_memory(algorithm, backward):
     x, physics, y = problem(torch.float64)
