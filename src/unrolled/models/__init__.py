@@ -1,0 +1,7 @@
+"""Denoisers (``D(x, sigma)``) and the plug-and-play prior built on them."""
+
+from .dncnn import DnCNN
+from .pnp import PnP
+from .unet import UNet
+
+__all__ = ["DnCNN", "PnP", "UNet"]

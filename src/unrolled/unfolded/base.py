@@ -1,0 +1,167 @@
+"""The common machinery of unfolded algorithms: layers, scalars, denoisers, checkpointing."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from ..fidelity import L2
+from ..linalg.operator import LinearOperator
+from ..models.pnp import PnP
+from .scalars import LayerScalars, ScalarSpec
+
+__all__ = ["Unfolded"]
+
+State = tuple[Tensor, ...]
+
+
+class Unfolded(nn.Module):
+    """Base class: ``layers`` iterations of a splitting algorithm with learned parts.
+
+    A subclass declares its scalars (``SCALARS``) and implements :meth:`init_state`
+    (the state before the first layer, from the initial estimate), :meth:`layer` (one
+    iteration ``state -> state``) and :meth:`estimate` (the output read from a state).
+
+    Args:
+        layers: number of iterations, ``>= 1``.
+        denoiser: an ``nn.Module`` called as ``denoiser(x, sigma)``, wrapped in a
+            :class:`~unrolled.models.PnP`; give this or ``prior``.
+        prior: a prior with ``prox(x, sigma)`` (an ``nn.Module``).
+        fidelity: the data term (default ``L2()``): its ``prox`` is the data step.
+        scalars: initial value of each scalar in ``SCALARS``: a number or one per layer.
+        trainable: names of the trainable scalars (``True``: all, ``False``/``()``: none).
+            The others are fixed buffers.
+        share_parameters: ``True`` (or a collection of names): one value for all layers
+            instead of one per layer.
+        share_denoiser: one prior (denoiser) for all layers; ``False`` gives each layer its
+            own deep copy of the one given, all starting from the same weights.
+        checkpoint_layers: recompute each layer during backward
+            (``torch.utils.checkpoint``, non-reentrant): activation memory is one layer's
+            instead of all layers', for about one more forward pass of compute. The
+            data-step solves run again too, and ``fidelity.stats`` counts them.
+    """
+
+    SCALARS: tuple[ScalarSpec, ...] = ()
+
+    def __init__(
+        self,
+        layers: int,
+        *,
+        denoiser: nn.Module | None = None,
+        prior: nn.Module | None = None,
+        fidelity: L2 | None = None,
+        scalars: dict[str, object],
+        trainable: Iterable[str] | bool = ("stepsize", "sigma"),
+        share_parameters: Iterable[str] | bool = False,
+        share_denoiser: bool = True,
+        checkpoint_layers: bool = False,
+    ):
+        super().__init__()
+        if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
+            raise ValueError(f"layers: expected an integer >= 1, got {layers!r}")
+        if (denoiser is None) == (prior is None):
+            raise ValueError(
+                "denoiser, prior: expected exactly one of them, got "
+                + ("both" if denoiser is not None else "neither")
+            )
+        if denoiser is not None:
+            prior = PnP(denoiser)
+        elif not (isinstance(prior, nn.Module) and callable(getattr(prior, "prox", None))):
+            raise ValueError(
+                f"prior: expected an nn.Module with prox(x, sigma), got {type(prior).__name__}"
+            )
+        fidelity = L2() if fidelity is None else fidelity
+        if not (isinstance(fidelity, nn.Module) and callable(getattr(fidelity, "prox", None))):
+            raise ValueError(
+                "fidelity: expected a data fidelity such as unrolled.L2, "
+                f"got {type(fidelity).__name__}"
+            )
+        for name, flag in (
+            ("share_denoiser", share_denoiser),
+            ("checkpoint_layers", checkpoint_layers),
+        ):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{name}: expected a bool, got {flag!r}")
+        self.layers = layers
+        self.fidelity = fidelity
+        self.share_denoiser = share_denoiser
+        self.checkpoint_layers = checkpoint_layers
+        priors = [prior] if share_denoiser else [copy.deepcopy(prior) for _ in range(layers)]
+        self.priors = nn.ModuleList(priors)
+        self.scalars = LayerScalars(
+            self.SCALARS, scalars, layers, trainable=trainable, shared=share_parameters
+        )
+
+    # -- what a subclass uses ---------------------------------------------------------
+
+    def prior(self, k: int) -> nn.Module:
+        """The prior of layer ``k`` (the shared one when ``share_denoiser``)."""
+        return self.priors[0 if self.share_denoiser else k]
+
+    def denoise(self, k: int, x: Tensor, sigma: Tensor) -> Tensor:
+        return self.prior(k).prox(x, sigma)
+
+    @property
+    def stepsize(self) -> Tensor:
+        """``(layers,)`` step sizes ``gamma_k``."""
+        return self.scalars["stepsize"]
+
+    @property
+    def sigma(self) -> Tensor:
+        """``(layers,)`` denoiser noise levels ``sigma_k``."""
+        return self.scalars["sigma"]
+
+    # -- the algorithm ----------------------------------------------------------------
+
+    def init_state(self, x0: Tensor) -> State:
+        raise NotImplementedError
+
+    def layer(
+        self, k: int, state: State, y: Tensor, physics: LinearOperator, values: dict
+    ) -> State:
+        """One iteration; ``values[name]`` is the scalar ``name`` of this layer (0-d)."""
+        raise NotImplementedError
+
+    def estimate(self, state: State) -> Tensor:
+        return state[0]
+
+    def forward(self, y: Tensor, physics: LinearOperator, x0: Tensor | None = None) -> Tensor:
+        """The estimate after ``layers`` iterations, from ``x0`` (default ``A^H y``)."""
+        if not isinstance(y, Tensor):
+            raise ValueError(f"y: expected a torch.Tensor, got {type(y).__name__}")
+        if not isinstance(physics, LinearOperator):
+            raise ValueError(
+                f"physics: expected a LinearOperator (e.g. unrolled.physics.Blur), "
+                f"got {type(physics).__name__}"
+            )
+        if x0 is None:
+            x0 = physics.A_adjoint(y)
+        elif not isinstance(x0, Tensor):
+            raise ValueError(f"x0: expected a torch.Tensor or None, got {type(x0).__name__}")
+        state = self.init_state(x0)
+        # Per-layer values are computed once, outside the (possibly checkpointed) layers,
+        # so the parametrisation's graph is shared and not recomputed.
+        values = {name: self.scalars[name] for name in self.scalars.specs}
+        use_checkpoint = self.checkpoint_layers and torch.is_grad_enabled()
+        for k in range(self.layers):
+            layer_values = {name: v[k] for name, v in values.items()}
+            if use_checkpoint:
+                state = checkpoint(
+                    self._run_layer, k, physics, y, layer_values, *state, use_reentrant=False
+                )
+            else:
+                state = self.layer(k, state, y, physics, layer_values)
+        return self.estimate(state)
+
+    def _run_layer(self, k, physics, y, values, *state):
+        return self.layer(k, tuple(state), y, physics, values)
+
+    def extra_repr(self) -> str:
+        return (
+            f"layers={self.layers}, share_denoiser={self.share_denoiser}, "
+            f"checkpoint_layers={self.checkpoint_layers}"
+        )

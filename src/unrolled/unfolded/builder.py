@@ -1,0 +1,25 @@
+"""Build an unfolded algorithm by name."""
+
+from __future__ import annotations
+
+from .admm import ADMM
+from .base import Unfolded
+from .drs import DRS
+from .hqs import HQS
+from .pgd import PGD
+
+__all__ = ["ALGORITHMS", "build"]
+
+ALGORITHMS: dict[str, type[Unfolded]] = {"hqs": HQS, "admm": ADMM, "pgd": PGD, "drs": DRS}
+
+
+def build(algorithm: str = "hqs", **kwargs) -> Unfolded:
+    """``build("admm", layers=5, denoiser=..., ...)`` is ``ADMM(layers=5, denoiser=..., ...)``.
+
+    ``algorithm`` is one of ``"hqs"``, ``"admm"``, ``"pgd"``, ``"drs"`` (any case); the
+    keyword arguments go to the class.
+    """
+    key = algorithm.lower() if isinstance(algorithm, str) else algorithm
+    if key not in ALGORITHMS:
+        raise ValueError(f"algorithm: expected one of {tuple(ALGORITHMS)}, got {algorithm!r}")
+    return ALGORITHMS[key](**kwargs)

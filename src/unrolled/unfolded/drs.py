@@ -1,0 +1,84 @@
+"""Douglas-Rachford splitting, unfolded."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from torch import Tensor, nn
+
+from ..fidelity import L2
+from ..linalg.operator import LinearOperator
+from .base import State, Unfolded
+from .scalars import ScalarSpec
+
+__all__ = ["DRS"]
+
+
+class DRS(Unfolded):
+    """Unfolded (relaxed) Douglas-Rachford splitting (plug-and-play).
+
+    From ``z_0 = x0`` (default ``A^H y``), for ``k = 1..K``::
+
+        x_k = prox_{gamma_k f}(z_{k-1})
+        w_k = D(2 x_k - z_{k-1}, sigma_k)
+        z_k = z_{k-1} + lambda_k (w_k - x_k)
+
+    and the output is ``w_K``. ``lambda_k = 1`` is plain Douglas-Rachford. Scalars (per
+    layer, or shared): ``stepsize`` ``gamma_k > 0``, ``sigma`` ``sigma_k > 0`` and
+    ``relaxation`` ``lambda_k`` in ``(0, 2)`` (stored as ``logit(lambda / 2)``). The last
+    layer's ``relaxation`` does not reach the output, so it gets no gradient. See
+    :class:`Unfolded` for the other arguments.
+    """
+
+    SCALARS = (
+        ScalarSpec("stepsize"),
+        ScalarSpec("sigma"),
+        ScalarSpec("relaxation", constraint="relaxation"),
+    )
+
+    def __init__(
+        self,
+        layers: int = 5,
+        *,
+        denoiser: nn.Module | None = None,
+        prior: nn.Module | None = None,
+        fidelity: L2 | None = None,
+        stepsize: float | Sequence[float] = 1.0,
+        sigma: float | Sequence[float] = 0.01,
+        relaxation: float | Sequence[float] = 1.0,
+        trainable: Iterable[str] | bool = ("stepsize", "sigma"),
+        share_parameters: Iterable[str] | bool = False,
+        share_denoiser: bool = True,
+        checkpoint_layers: bool = False,
+    ):
+        super().__init__(
+            layers,
+            denoiser=denoiser,
+            prior=prior,
+            fidelity=fidelity,
+            scalars={"stepsize": stepsize, "sigma": sigma, "relaxation": relaxation},
+            trainable=trainable,
+            share_parameters=share_parameters,
+            share_denoiser=share_denoiser,
+            checkpoint_layers=checkpoint_layers,
+        )
+
+    @property
+    def relaxation(self) -> Tensor:
+        """``(layers,)`` relaxations ``lambda_k`` in ``(0, 2)``."""
+        return self.scalars["relaxation"]
+
+    def init_state(self, x0: Tensor) -> State:
+        return (x0, x0)
+
+    def estimate(self, state: State) -> Tensor:
+        return state[1]
+
+    def layer(
+        self, k: int, state: State, y: Tensor, physics: LinearOperator, values: dict
+    ) -> State:
+        z, _ = state
+        x = self.fidelity.prox(z, y, physics, values["stepsize"])
+        w = self.denoise(k, 2 * x - z, values["sigma"])
+        z = z + values["relaxation"] * (w - x)
+        return (z, w)

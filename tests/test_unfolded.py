@@ -1,0 +1,384 @@
+"""Unfolded algorithms: their maths against a dense reference, training, gradients in the
+two backward modes, layer checkpointing, parameter sharing and input checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.autograd.graph import saved_tensors_hooks
+
+import unrolled as ur
+from unrolled.models import DnCNN, PnP
+from unrolled.physics import Blur, GaussianNoise, gaussian_kernel
+from unrolled.unfolded import ADMM, DRS, HQS, PGD, build
+
+ALGORITHMS = ["hqs", "admm", "pgd", "drs"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These tensors are tiny: intra-op threads only add synchronisation, which on a busy
+    machine makes a run many times slower. Restored after each test."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def discs(n=2, size=16, seed=0, dtype=torch.float32):
+    """``(n, 1, size, size)`` images: a few overlapping discs of random grey levels."""
+    g = torch.Generator().manual_seed(seed)
+    rows, cols = torch.meshgrid(
+        torch.arange(size, dtype=torch.float64),
+        torch.arange(size, dtype=torch.float64),
+        indexing="ij",
+    )
+    out = torch.zeros(n, 1, size, size, dtype=torch.float64)
+    for i in range(n):
+        for _ in range(3):
+            centre = torch.rand(2, generator=g, dtype=torch.float64) * size
+            radius = 2 + torch.rand((), generator=g, dtype=torch.float64) * size / 4
+            level = 0.3 + 0.7 * torch.rand((), generator=g, dtype=torch.float64)
+            inside = (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 < radius**2
+            out[i, 0] += level * inside
+    return out.clamp(0, 1).to(dtype)
+
+
+def problem(dtype=torch.float32, size=16):
+    x = discs(size=size, dtype=dtype)
+    physics = Blur(
+        gaussian_kernel(1.0, dtype=dtype), padding="valid", noise=GaussianNoise(0.03, generator=1)
+    )
+    return x, physics, physics(x)
+
+
+def model_for(algorithm, *, backward="implicit", tol=1e-6, max_iter=50, seed=0, **kwargs):
+    torch.manual_seed(seed)
+    options = {
+        "layers": 3,
+        "denoiser": DnCNN(1, 1, depth=3, features=8),
+        "fidelity": ur.L2(solver=ur.CG(max_iter=max_iter, tol=tol), backward=backward),
+        "sigma": 0.05,
+        **kwargs,
+    }
+    return build(algorithm, **options)
+
+
+# -- the maths, against a dense float64 reference ------------------------------------------
+
+
+class Shrink(nn.Module):
+    """``D(x, sigma) = x / (1 + sigma)``: a simple denoiser whose effect is easy to write."""
+
+    def forward(self, x, sigma):
+        return x / (1 + sigma)
+
+
+def reference(algorithm, x0, y, matrix, stepsize, sigma, extra):
+    """The documented iterations with a dense solve, on flattened samples (rows)."""
+    n = matrix.shape[1]
+    aty = y @ matrix
+
+    def prox(z, gamma):
+        system = matrix.T @ matrix + torch.eye(n, dtype=matrix.dtype) / gamma
+        return torch.linalg.solve(system, (aty + z / gamma).T).T
+
+    def denoise(v, s):
+        return v / (1 + s)
+
+    if algorithm == "hqs":
+        z = x0
+        for g, s in zip(stepsize, sigma, strict=True):
+            z = denoise(prox(z, g), s)
+        return z
+    if algorithm == "pgd":
+        x = x0
+        for g, s in zip(stepsize, sigma, strict=True):
+            x = denoise(x - g * ((x @ matrix.T - y) @ matrix), s)
+        return x
+    if algorithm == "admm":
+        z, u = x0, torch.zeros_like(x0)
+        for g, s, b in zip(stepsize, sigma, extra, strict=True):
+            x = prox(z - u, g)
+            z = denoise(x + u, s)
+            u = u + b * (x - z)
+        return z
+    z = x0
+    for g, s, lam in zip(stepsize, sigma, extra, strict=True):
+        x = prox(z, g)
+        w = denoise(2 * x - z, s)
+        z = z + lam * (w - x)
+    return w
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_iterations_match_dense_reference(algorithm):
+    x, physics, y = problem(torch.float64, size=10)
+    stepsize, sigma = [0.5, 1.5, 0.8], [0.1, 0.02, 0.3]
+    extra = {"admm": ("beta", [1.0, 0.5, 1.5]), "drs": ("relaxation", [1.0, 0.5, 1.5])}
+    kwargs = {extra[algorithm][0]: extra[algorithm][1]} if algorithm in extra else {}
+    model = build(
+        algorithm,
+        layers=3,
+        denoiser=Shrink(),
+        fidelity=ur.L2(solver=ur.CG(max_iter=500, tol=1e-13)),
+        stepsize=stepsize,
+        sigma=sigma,
+        trainable=(),
+        **kwargs,
+    ).double()
+    # The scalars are stored as float32 logs (the default dtype at construction): take the
+    # values the model really uses.
+    stepsize, sigma = model.stepsize.tolist(), model.sigma.tolist()
+    extra_values = model.scalars[extra[algorithm][0]].tolist() if kwargs else [None] * 3
+    matrix = physics.dense((1, 1, 10, 10), dtype=torch.float64)
+    flat_y = y.reshape(2, -1)
+    x0 = (flat_y @ matrix).reshape(x.shape)
+    want = reference(algorithm, x0.reshape(2, -1), flat_y, matrix, stepsize, sigma, extra_values)
+    with torch.no_grad():
+        got = model(y, physics)
+        # An explicit x0 is used instead of A^H y.
+        got_x0 = model(y, physics, x0=2 * x0)
+    # CG stops at a relative residual of 1e-13 on systems with condition number
+    # <= 1 + gamma ||A||^2 <= 2.5: each solve is accurate to ~1e-12, a few layers to ~1e-11.
+    torch.testing.assert_close(got.reshape(2, -1), want, rtol=1e-10, atol=1e-10)
+    want_x0 = reference(
+        algorithm, 2 * x0.reshape(2, -1), flat_y, matrix, stepsize, sigma, extra_values
+    )
+    torch.testing.assert_close(got_x0.reshape(2, -1), want_x0, rtol=1e-10, atol=1e-10)
+
+
+# -- training --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_training_reduces_the_loss(algorithm):
+    x, physics, y = problem()
+    model = model_for(algorithm)
+    optimiser = torch.optim.Adam(model.parameters(), lr=5e-3)
+    losses = []
+    for _ in range(30):
+        optimiser.zero_grad()
+        loss = (model(y, physics) - x).pow(2).mean()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    # At initialisation the network is a near-identity denoiser after a data step with
+    # gamma = 1: the estimate is still blurred and dark near the borders (the valid blur
+    # leaves them under-determined). Learning gamma, sigma and the denoiser removes a good
+    # part of that error; in 30 steps the four algorithms reach 0.45-0.57 x the initial
+    # loss, so 0.7 leaves a margin while a model that does not learn (ratio ~1) fails.
+    assert losses[-1] < 0.7 * losses[0], losses
+    assert all(torch.isfinite(torch.tensor(losses)))
+
+
+# -- gradients: implicit = unroll when the solves converge ------------------------------------
+
+
+def _loss_and_grads(model, x, physics, y):
+    loss = (model(y, physics) - x).pow(2).sum()
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_implicit_and_unrolled_gradients_agree(algorithm):
+    x, physics, y = problem(torch.float64)
+    grads = {}
+    for backward in ("unroll", "implicit"):
+        model = model_for(
+            algorithm,
+            backward=backward,
+            tol=1e-12,
+            max_iter=300,
+            trainable=True,
+            stepsize=[0.5, 1.0, 2.0],
+            sigma=[0.03, 0.05, 0.08],
+        ).double()
+        loss, grads[backward] = _loss_and_grads(model, x, physics, y)
+        # Every layer's step size and noise level reaches the loss, in both modes.
+        for name in ("log_stepsize", "log_sigma"):
+            assert (grads[backward][f"scalars.{name}"] != 0).all(), (backward, name)
+        assert model.fidelity.stats.unconverged == 0
+    # The implicit gradient is the exact derivative of the exact prox. The unrolled one is
+    # the exact derivative of the CG iterate; as the residual -> 0 the iterate and its
+    # derivative converge to the exact prox and its derivative (here every system has
+    # condition number <= 1 + gamma ||A||^2 <= 3, so CG reaches 1e-12 in ~15 steps).
+    # What is left is ~1e-11 relative, well inside 1e-6.
+    assert grads["unroll"].keys() == grads["implicit"].keys()
+    for name, g in grads["unroll"].items():
+        h = grads["implicit"][name]
+        scale = g.norm().clamp_min(torch.finfo(torch.float64).tiny)
+        assert ((g - h).norm() / scale).item() <= 1e-6, name
+
+
+# -- layer checkpointing ----------------------------------------------------------------------
+
+
+def _saved_bytes(model, x, physics, y):
+    """Bytes autograd saves outside checkpointed regions during the forward pass."""
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with saved_tensors_hooks(pack, lambda t: t):
+        out = model(y, physics)
+    (out - x).pow(2).sum().backward()
+    return total
+
+
+@pytest.mark.parametrize("backward", ["implicit", "unroll", "checkpoint"])
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_layer_checkpointing_changes_nothing_but_memory(algorithm, backward):
+    x, physics, y = problem(torch.float64)
+    results = {}
+    for flag in (False, True):
+        model = model_for(
+            algorithm,
+            backward=backward,
+            tol=1e-12,
+            max_iter=300,
+            trainable=True,
+            checkpoint_layers=flag,
+        ).double()
+        results[flag] = _loss_and_grads(model, x, physics, y)
+    # The recomputation repeats the same float64 operations in the same order on the same
+    # inputs (CPU kernels are deterministic), so the results agree to rounding at most.
+    torch.testing.assert_close(results[True][0], results[False][0], rtol=1e-14, atol=0)
+    for name, g in results[False][1].items():
+        torch.testing.assert_close(results[True][1][name], g, rtol=1e-12, atol=1e-15)
+
+
+def test_layer_checkpointing_keeps_only_layer_inputs():
+    x, physics, y = problem(torch.float64)
+    per_layer = {}
+    for flag in (False, True):
+        sizes = []
+        for layers in (2, 6):
+            model = model_for("hqs", layers=layers, checkpoint_layers=flag).double()
+            sizes.append(_saved_bytes(model, x, physics, y))
+        per_layer[flag] = (sizes[1] - sizes[0]) / 4
+    # With checkpointing a layer keeps only its inputs (the state z and y, plus two
+    # scalars); without, every activation of the denoiser and the data step.
+    inputs = x.numel() * 8 + y.numel() * 8 + 2 * 8
+    assert per_layer[True] <= inputs
+    assert per_layer[True] < per_layer[False] / 10
+
+
+# -- parameters: sharing, storage, positivity ------------------------------------------------
+
+
+def test_shared_and_per_layer_denoisers():
+    denoiser_size = sum(p.numel() for p in DnCNN(1, 1, depth=3, features=8).parameters())
+    shared = model_for("hqs", layers=4)
+    separate = model_for("hqs", layers=4, share_denoiser=False)
+    scalars = 2 * 4  # stepsize and sigma, one per layer
+    assert sum(p.numel() for p in shared.parameters()) == denoiser_size + scalars
+    assert sum(p.numel() for p in separate.parameters()) == 4 * denoiser_size + scalars
+    # The copies start equal and then learn apart.
+    first, second = separate.prior(0), separate.prior(1)
+    assert first is not second
+    for a, b in zip(first.parameters(), second.parameters(), strict=True):
+        assert torch.equal(a, b)
+    x, physics, y = problem()
+    (separate(y, physics) - x).pow(2).mean().backward()
+    grad0 = torch.cat([p.grad.flatten() for p in first.parameters()])
+    grad1 = torch.cat([p.grad.flatten() for p in second.parameters()])
+    assert not torch.allclose(grad0, grad1)
+
+
+def test_shared_scalars_are_one_parameter():
+    model = model_for("admm", layers=4, share_parameters=True, trainable=True, stepsize=0.7)
+    scalar_params = dict(model.scalars.named_parameters())
+    assert set(scalar_params) == {"log_stepsize", "log_sigma", "log_beta"}
+    assert all(p.shape == (1,) for p in scalar_params.values())
+    torch.testing.assert_close(model.stepsize, torch.full((4,), 0.7))
+    only_sigma = model_for("hqs", layers=4, share_parameters=("sigma",))
+    assert only_sigma.scalars.raw("sigma").shape == (1,)
+    assert only_sigma.scalars.raw("stepsize").shape == (4,)
+
+
+def test_scalars_storage_and_values():
+    trained = model_for("drs", stepsize=[0.5, 1.0, 2.0], relaxation=[0.5, 1.0, 1.5])
+    fixed = model_for("drs", stepsize=[0.5, 1.0, 2.0], relaxation=[0.5, 1.0, 1.5], trainable=())
+    # float32 exp(log(v)) and 2 sigmoid(logit(v / 2)) give v back to a few ulps.
+    torch.testing.assert_close(trained.stepsize, torch.tensor([0.5, 1.0, 2.0]))
+    torch.testing.assert_close(trained.relaxation, torch.tensor([0.5, 1.0, 1.5]))
+    torch.testing.assert_close(trained.sigma, torch.full((3,), 0.05))
+    names = {n for n, _ in trained.scalars.named_parameters()}
+    assert names == {"log_stepsize", "log_sigma"}
+    assert not list(fixed.scalars.parameters())
+    assert {n for n, _ in fixed.scalars.named_buffers()} == {
+        "log_stepsize",
+        "log_sigma",
+        "logit_relaxation",
+    }
+    # Same keys whatever is trained, so checkpoints load across configurations.
+    assert trained.state_dict().keys() == fixed.state_dict().keys()
+    fixed.load_state_dict(trained.state_dict())
+    # A step on the stored log can never make a step size non-positive.
+    with torch.no_grad():
+        trained.scalars.raw("stepsize").sub_(100.0)
+    assert (trained.stepsize > 0).all()
+
+
+def test_prior_argument_and_builder():
+    torch.manual_seed(0)
+    denoiser = DnCNN(1, 1, depth=3, features=8)
+    with_prior = ADMM(layers=2, prior=PnP(denoiser))
+    with_denoiser = ADMM(layers=2, denoiser=denoiser)
+    assert with_prior.prior(0).denoiser is denoiser
+    x, physics, y = problem()
+    with torch.no_grad():
+        assert torch.equal(with_prior(y, physics), with_denoiser(y, physics))
+    for name, cls in {"HQS": HQS, "admm": ADMM, "Pgd": PGD, "drs": DRS}.items():
+        assert type(build(name, layers=1, denoiser=denoiser)) is cls
+
+
+# -- bad inputs ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "argument"),
+    [
+        ({"layers": 0}, "layers"),
+        ({"layers": 2.0}, "layers"),
+        ({"trainable": ("stepsize", "lambda")}, "trainable"),
+        ({"stepsize": 0.0}, "stepsize"),
+        ({"stepsize": -1.0}, "stepsize"),
+        ({"stepsize": [1.0, 1.0]}, "stepsize"),
+        ({"sigma": float("nan")}, "sigma"),
+        ({"share_parameters": ("gamma",)}, "share_parameters"),
+        ({"share_parameters": True, "sigma": [0.1, 0.2, 0.3]}, "sigma"),
+        ({"fidelity": "l2"}, "fidelity"),
+        ({"checkpoint_layers": 1}, "checkpoint_layers"),
+    ],
+)
+def test_bad_arguments_name_the_argument(kwargs, argument):
+    with pytest.raises(ValueError, match=rf"^{argument}: expected"):
+        model_for("hqs", **kwargs)
+
+
+def test_more_bad_arguments():
+    with pytest.raises(ValueError, match="relaxation"):
+        model_for("drs", relaxation=2.0)
+    with pytest.raises(ValueError, match="beta"):
+        model_for("admm", beta=0)
+    with pytest.raises(ValueError, match="algorithm"):
+        build("fista", layers=2, denoiser=Shrink())
+    with pytest.raises(ValueError, match="denoiser, prior"):
+        HQS(layers=2)
+    with pytest.raises(ValueError, match="denoiser, prior"):
+        HQS(layers=2, denoiser=Shrink(), prior=PnP(Shrink()))
+    with pytest.raises(ValueError, match="prior"):
+        HQS(layers=2, prior=Shrink())
+    model = model_for("hqs")
+    x, physics, y = problem()
+    with pytest.raises(ValueError, match="physics"):
+        model(y, lambda t: t)
+    with pytest.raises(ValueError, match="x0"):
+        model(y, physics, x0=x.numpy())
