@@ -128,12 +128,18 @@ def kill_after(k):
 
 
 @pytest.mark.parametrize(
-    "loader, generator",
-    [("make_loader", 0), ("dataloader", None), ("list", 0)],
-    ids=["make_loader+seeded-noise", "own-dataloader+global-noise", "list+seeded-noise"],
+    "loader, generator, kill_at",
+    [("make_loader", 0, 5), ("dataloader", None, 5), ("list", 0, 5), ("make_loader", 0, 4)],
+    ids=[
+        "make_loader+seeded-noise",
+        "own-dataloader+global-noise",
+        "list+seeded-noise",
+        "killed-at-epoch-end",
+    ],
 )
-def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, loader, generator):
-    full = make_trainer(tmp_path / "full", loader=loader, generator=generator)
+def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, loader, generator, kill_at):
+    evals = [smooth_images(2, seed=5)]  # evaluating between epochs must not perturb the run
+    full = make_trainer(tmp_path / "full", loader=loader, generator=generator, eval_data=evals)
     history = full.fit()
     assert len(history["train"]) == 8
 
@@ -141,15 +147,16 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, loader, generator
         tmp_path / "run",
         loader=loader,
         generator=generator,
+        eval_data=evals,
         checkpoint_every=2,
-        callbacks=[kill_after(5)],
+        callbacks=[kill_after(kill_at)],
     )
     with pytest.raises(Kill):
         killed.fit()
     # The process dies here; something else (dropout, user code) moves the global RNG.
     torch.rand(17)
     random.random()
-    resumed = make_trainer(tmp_path / "run", loader=loader, generator=generator)
+    resumed = make_trainer(tmp_path / "run", loader=loader, generator=generator, eval_data=evals)
     resumed.fit(resume="latest")
 
     a, b = params(full), params(resumed)
@@ -162,6 +169,9 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, loader, generator
     assert [json.loads(line)["step"] for line in lines] == list(range(1, 9))
     csv_lines = (tmp_path / "run" / "train_log.csv").read_text().splitlines()
     assert len(csv_lines) == 1 + 8
+    assert resumed.history["eval"] == history["eval"]
+    eval_lines = (tmp_path / "run" / "eval_log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in eval_lines] == [0, 1, 2]
 
 
 def test_resume_equality_is_not_vacuous(tmp_path):
@@ -293,6 +303,8 @@ def test_records_cg_iterations_time_and_memory(tmp_path):
         assert r["peak_bytes"] > 0 and r["saved_peak_bytes"] > 0
         assert r["lr"] == 1e-3
     header = (tmp_path / "train_log.csv").read_text().splitlines()[0].split(",")
+    every_third = make_trainer(epochs=2, measure_memory=3).fit()["train"]
+    assert [r["step"] for r in every_third if "peak_bytes" in r] == [1, 4, 7]
     for column in ("step", "loss", "time_s", "cg_forward", "cg_backward", "peak_bytes"):
         assert column in header
 

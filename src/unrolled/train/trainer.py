@@ -60,13 +60,13 @@ __all__ = ["Trainer", "first_tensor"]
 NONFINITE = ("raise", "skip")
 
 
-def first_tensor(batch: Any) -> Tensor:
+def first_tensor(batch: Any, what: str = "train_data") -> Tensor:
     """The clean images of a batch: the batch itself, or the first element of a tuple/list."""
     if isinstance(batch, (tuple, list)) and batch:
         batch = batch[0]
     if not isinstance(batch, Tensor):
         raise TypeError(
-            f"train_data: expected batches of image tensors (B, C, H, W) or tuples whose first "
+            f"{what}: expected batches of image tensors (B, C, H, W) or tuples whose first "
             f"element is one, got {type(batch).__name__}"
         )
     return batch
@@ -106,7 +106,9 @@ class Trainer:
         max_steps: stop after this many steps in all (a checkpoint is written).
         callbacks: ``fn(trainer, record)`` called after each step (after its checkpoint).
         progress: show a tqdm progress bar.
-        measure_memory: add to each step's record ``peak_bytes`` (every allocation over
+        measure_memory: ``True`` (every step), an integer ``k`` (steps 1, k+1, 2k+1, ...:
+            the first step and every k-th after it) or ``False``. Measured steps' records
+            get ``peak_bytes`` (every allocation over
             forward and backward, :class:`~unrolled.train.PeakMemoryMeter`) and
             ``saved_peak_bytes`` (bytes held for backward,
             :class:`~unrolled.train.SavedTensorMeter`). On CPU this profiles each step,
@@ -120,13 +122,16 @@ class Trainer:
         max_val: peak intensity for PSNR.
         plots: write ``loss.png`` and ``reconstructions.png`` to ``out_dir`` at the end.
 
-    Each step's record (``history["train"]`` and ``train_log.csv/jsonl``) has ``step``,
-    ``epoch``, ``iteration``, ``loss``, ``time_s`` (the step: measurement, forward,
-    backward, update), ``data_time_s``, ``lr``; ``cg_forward`` / ``cg_backward``
-    (mean CG iterations per solve in the step) and ``cg_unconverged`` when the model
-    holds fidelities with a ``stats`` attribute (:class:`unrolled.SolveStats`); and the
-    memory figures when asked. Evaluation records (``history["eval"]``) have ``step``,
-    ``epoch``, ``psnr``, ``psnr_baseline`` (of ``A^T y``) and ``n``.
+    Each step's record (``history["train"]`` and ``train_log.csv/jsonl``) has ``step``
+    (1-based, in all), ``epoch`` (0-based), ``iteration`` (1-based, within the epoch),
+    ``loss``, ``time_s`` (the step: measurement, forward, backward, update),
+    ``data_time_s``, ``lr``; ``cg_forward`` / ``cg_backward`` (mean CG iterations per
+    solve in the step) and ``cg_unconverged`` (samples that stopped at ``max_iter``,
+    forward and backward solves together) when the model holds fidelities with a
+    ``stats`` attribute (:class:`unrolled.SolveStats`); ``peak_bytes`` and
+    ``saved_peak_bytes`` on measured steps; ``skipped`` on skipped steps. Evaluation
+    records (``history["eval"]``) have ``step``, ``epoch`` (epochs done), ``psnr``,
+    ``psnr_baseline`` (of ``A^T y``) and ``n``; the first is made before training.
     """
 
     def __init__(
@@ -150,7 +155,7 @@ class Trainer:
         max_steps: int | None = None,
         callbacks: Sequence[Callable[[Trainer, dict], None]] = (),
         progress: bool = True,
-        measure_memory: bool = False,
+        measure_memory: bool | int = False,
         tensorboard: bool | str = "auto",
         scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
         grad_clip: float | None = None,
@@ -225,7 +230,7 @@ class Trainer:
         self.max_steps = max_steps
         self.callbacks = list(callbacks)
         self.progress = progress
-        self.measure_memory = measure_memory
+        self.measure_memory = int(measure_memory)
         self.tensorboard = tensorboard
         self.grad_clip = grad_clip
         self.nonfinite = nonfinite
@@ -392,7 +397,7 @@ class Trainer:
                 for b, batch in enumerate(data):
                     if max_batches is not None and b >= max_batches:
                         break
-                    x = first_tensor(batch).to(self.device)
+                    x = first_tensor(batch, "eval_data").to(self.device)
                     y = self._measure(x, self.eval_seed(b))
                     x_hat = self.model(y, self.physics)
                     total += float(psnr(x_hat, x, self.max_val).double().sum())
@@ -423,7 +428,7 @@ class Trainer:
         self.module.eval()
         try:
             with torch.random.fork_rng(devices=self._cuda_devices()), torch.no_grad():
-                x = first_tensor(next(iter(data))).to(self.device)
+                x = first_tensor(next(iter(data)), "data").to(self.device)
                 y = self._measure(x, self.eval_seed(0))
                 x_hat = self.model(y, self.physics)
         finally:
@@ -437,18 +442,15 @@ class Trainer:
         for s in self._stats:
             s.reset()
         record: dict[str, Any] = {}
+        # Steps 1, k+1, 2k+1, ... (self.step counts the steps done before this one).
+        measure = self.measure_memory > 0 and self.step % self.measure_memory == 0
         with Timer(self.device) as timer:
             y = self._measure(x, self.measurement_seed(epoch, iteration))
             self.optimizer.zero_grad(set_to_none=True)
             with contextlib.ExitStack() as stack:
-                peak = (
-                    stack.enter_context(PeakMemoryMeter(self.device))
-                    if (self.measure_memory)
-                    else None
-                )
-                with (
-                    SavedTensorMeter() if self.measure_memory else contextlib.nullcontext()
-                ) as saved:
+                # The peak covers forward and backward (the optimizer's state is not in it).
+                peak = stack.enter_context(PeakMemoryMeter(self.device)) if measure else None
+                with SavedTensorMeter() if measure else contextlib.nullcontext() as saved:
                     x_hat = self.model(y, self.physics)
                     loss = self.loss_fn(x_hat, x)
                 if not isinstance(loss, Tensor) or loss.numel() != 1:
@@ -480,7 +482,7 @@ class Trainer:
             time_s=timer.seconds,
             lr=float(self.optimizer.param_groups[0]["lr"]),
         )
-        if self.measure_memory:
+        if measure:
             record["peak_bytes"] = int(peak.peak_bytes)
             record["saved_peak_bytes"] = int(saved.peak_saved_bytes)
         if self._stats:
