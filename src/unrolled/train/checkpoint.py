@@ -1,0 +1,162 @@
+"""Checkpoints: written atomically, read with ``torch.load(weights_only=True)``.
+
+A checkpoint is a plain dict (tensors, numbers, strings, lists, dicts): nothing in it
+needs code to be rebuilt, so it is read with ``weights_only=True`` and a file that
+would need arbitrary code is refused. Writing goes to a temporary file in the same
+folder, flushed and ``fsync``-ed, then ``os.replace``-d over the target: a reader (or a
+crash) sees the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+    "CheckpointError",
+    "save_checkpoint",
+    "load_checkpoint",
+    "numbered_checkpoints",
+    "LATEST",
+]
+
+CHECKPOINT_FORMAT = "unrolled.train.checkpoint"
+CHECKPOINT_VERSION = 1
+LATEST = "latest.pt"
+_NUMBERED = re.compile(r"^checkpoint-(\d+)\.pt$")
+REQUIRED_KEYS = ("format", "version", "model", "optimizer", "epoch", "iteration", "step", "rng")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be used: unreadable, truncated, unsafe or foreign."""
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Makes the rename itself durable; not possible on every platform/filesystem.
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save(obj, path)`` through a temporary file, fsync and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def numbered_checkpoints(folder: str | os.PathLike) -> list[Path]:
+    """The ``checkpoint-<step>.pt`` files in ``folder``, oldest (smallest step) first."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = []
+    for p in folder.iterdir():
+        m = _NUMBERED.match(p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+    return [p for _, p in sorted(found)]
+
+
+def save_checkpoint(
+    state: dict, folder: str | os.PathLike, *, step: int, keep_last: int = 0
+) -> Path:
+    """Write ``state`` as ``folder/latest.pt`` (atomically); with ``keep_last > 0`` also as
+    ``folder/checkpoint-<step>.pt``, keeping the ``keep_last`` newest numbered files.
+
+    ``state`` gets the ``format`` and ``version`` keys added. Returns the path of
+    ``latest.pt``.
+    """
+    if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 0:
+        raise ValueError(f"keep_last: expected an integer >= 0, got {keep_last!r}")
+    folder = Path(folder)
+    state = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}
+    latest = folder / LATEST
+    if keep_last == 0:
+        return atomic_torch_save(state, latest)
+    numbered = atomic_torch_save(state, folder / f"checkpoint-{step:09d}.pt")
+    # latest.pt becomes a second name of the numbered file (one write, atomic rename);
+    # where hard links are not supported it is written again.
+    fd, tmp = tempfile.mkstemp(prefix=f".{LATEST}.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    os.unlink(tmp)
+    try:
+        os.link(numbered, tmp)
+        os.replace(tmp, latest)
+        _fsync_dir(folder)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        atomic_torch_save(state, latest)
+    for old in numbered_checkpoints(folder)[:-keep_last]:
+        with contextlib.suppress(OSError):
+            old.unlink()
+    return latest
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        CheckpointError: the file is truncated or corrupt, would need arbitrary code to
+            load (a pickled object: refused), or is not an ``unrolled`` checkpoint of a
+            known version. The message names the path.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path}: no such file")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"checkpoint {path}: refused, it holds objects that need arbitrary code to "
+            f"load (only tensors and plain types are accepted): {err}"
+        ) from err
+    except Exception as err:  # torch raises RuntimeError/EOFError/... on damaged files
+        raise CheckpointError(
+            f"checkpoint {path}: cannot be read, the file is truncated or corrupt "
+            f"({type(err).__name__}: {err})"
+        ) from err
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"checkpoint {path}: not an unrolled training checkpoint (expected a dict with "
+            f"format={CHECKPOINT_FORMAT!r})"
+        )
+    if state.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path}: format version {state.get('version')!r}, this version of "
+            f"unrolled reads version {CHECKPOINT_VERSION}"
+        )
+    missing = [k for k in REQUIRED_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path}: missing keys {missing}")
+    return state
