@@ -1,10 +1,22 @@
 """unrolled: unrolled networks for imaging inverse problems with an O(1)-memory implicit
 backward for the least-squares data step."""
 
-from . import linalg, physics
+from . import linalg, models, physics, train, unfolded
 from .fidelity import L2, SolveStats
 from .linalg import CG, SolveInfo, prox_l2
 
 __version__ = "0.1.0"
 
-__all__ = ["CG", "L2", "SolveInfo", "SolveStats", "linalg", "physics", "prox_l2", "__version__"]
+__all__ = [
+    "CG",
+    "L2",
+    "SolveInfo",
+    "SolveStats",
+    "__version__",
+    "linalg",
+    "models",
+    "physics",
+    "prox_l2",
+    "train",
+    "unfolded",
+]
