@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import os
 from pathlib import Path
 
@@ -52,9 +53,12 @@ def check_channels(channels: int, allowed: tuple[int, ...] | None = (1, 3)) -> i
 
 def check_index(index: int, length: int) -> int:
     """``index`` in ``range(length)``, negative indices counted from the end like a list."""
-    if isinstance(index, bool) or not isinstance(index, int | np.integer):
-        raise TypeError(f"index must be an int, got {type(index).__name__}")
-    i = int(index)
+    try:
+        if isinstance(index, bool):
+            raise TypeError
+        i = operator.index(index)  # ints, numpy ints, 0-d integer tensors
+    except TypeError:
+        raise TypeError(f"index must be an int, got {type(index).__name__}") from None
     if i < 0:
         i += length
     if not 0 <= i < length:

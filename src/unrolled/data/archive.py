@@ -140,10 +140,11 @@ def _check_zip(zf: zipfile.ZipFile, archive: Path) -> None:
                         f"archive {str(archive)!r}: member {info.filename!r} points outside "
                         "the target folder; refused"
                     )
-        mode = info.external_attr >> 16
+        # Unix file type bits, when the archive recorded any (0: none, a plain entry).
+        kind = stat.S_IFMT(info.external_attr >> 16)
         # zipfile cannot create symlinks: it would write the link's target text as an ordinary
         # file, which is never what the archive meant, so symlink entries are refused.
-        if stat.S_ISLNK(mode) or (mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))):
+        if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
             raise UnsafeArchiveError(
                 f"archive {str(archive)!r}: member {info.filename!r} is a symlink or special "
                 "file, which zip extraction does not support; refused"

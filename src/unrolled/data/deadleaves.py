@@ -120,7 +120,7 @@ class DeadLeaves(Dataset):
 
     Image ``i`` is a pure function of ``(seed, i)``: nothing is stored and any item can be
     regenerated anywhere. ``size``: int or ``(H, W)``. ``rmin``/``rmax`` in pixels; defaults
-    ``max(1, min(H, W) / 64)`` and ``min(H, W) / 2``.
+    ``max(1, min(H, W) / 64)`` and ``max(min(H, W) / 2, rmin)``.
     """
 
     def __init__(
@@ -142,11 +142,11 @@ class DeadLeaves(Dataset):
         self.seed = check_nonneg_int(seed, "seed")
         short = min(self.size)
         self.rmin = float(max(1.0, short / 64) if rmin is None else rmin)
-        self.rmax = float(short / 2 if rmax is None else rmax)
+        self.rmax = float(max(short / 2, self.rmin) if rmax is None else rmax)
         if not (math.isfinite(self.rmin) and self.rmin > 0):
             raise ValueError(f"rmin must be a finite positive radius in pixels, got {rmin!r}")
         if not (math.isfinite(self.rmax) and self.rmax >= self.rmin):
-            raise ValueError(f"rmax must be finite and >= rmin={self.rmin}, got {rmax!r}")
+            raise ValueError(f"rmax must be finite and >= rmin={self.rmin}, got {self.rmax!r}")
         if isinstance(max_discs, bool) or not isinstance(max_discs, int) or max_discs < 1:
             raise ValueError(f"max_discs must be a positive int, got {max_discs!r}")
         self.max_discs = max_discs
@@ -186,9 +186,12 @@ class DeadLeaves(Dataset):
         """
         h, w = self.size
         a, b = self.rmin**-2, self.rmax**-2
-        c = 2.0 / (a - b)  # normalises p(r) = c r^-3 on [rmin, rmax]
-        er = c * (1 / self.rmin - 1 / self.rmax)
-        er2 = c * math.log(self.rmax / self.rmin)
+        if a > b:
+            c = 2.0 / (a - b)  # normalises p(r) = c r^-3 on [rmin, rmax]
+            er = c * (1 / self.rmin - 1 / self.rmax)
+            er2 = c * math.log(self.rmax / self.rmin)
+        else:  # rmin == rmax: every disc has that radius
+            er, er2 = self.rmin, self.rmin**2
         eb = h * w + 2 * (h + w) * er + 4 * er2
         accepted = (math.log(h * w) + 1) / (math.pi * er2 / eb)
         return max(64, math.ceil(accepted * (h + 2 * self.rmax) * (w + 2 * self.rmax) / eb))

@@ -78,7 +78,7 @@ class ImageFolder(CroppedImages):
             try:
                 load_image(f, self.channels)
             except (OSError, ValueError) as err:
-                bad.append(f"{f}: {err}")
+                bad.append(str(err))  # names the file
             else:
                 good.append(f)
         if bad:
