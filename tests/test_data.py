@@ -115,6 +115,34 @@ def test_power_law_radii_follow_r_minus_3():
     assert ks < 1.63 / math.sqrt(n)  # Kolmogorov-Smirnov at the 1 % level
 
 
+def _ks2(a, b):
+    """Two-sample Kolmogorov-Smirnov statistic."""
+    a, b = np.sort(a), np.sort(b)
+    grid = np.concatenate([a, b])
+    fa = np.searchsorted(a, grid, side="right") / a.size
+    fb = np.searchsorted(b, grid, side="right") / b.size
+    return np.abs(fa - fb).max()
+
+
+def test_dead_leaves_discs_are_those_of_the_full_process_that_reach_the_image():
+    # Reference: the plain process (p(r) ~ r^-3, centres uniform on the image grown by rmax),
+    # keeping the discs centred within r of the image's bounding box.
+    ds = DeadLeaves((20, 30), rmin=1.0, rmax=10.0)
+    g = torch.Generator().manual_seed(2)
+    n = 40000
+    r = power_law_radii(n, 1.0, 10.0, g)
+    cy = torch.rand(n, generator=g, dtype=torch.float64) * 40 - 10
+    cx = torch.rand(n, generator=g, dtype=torch.float64) * 50 - 10
+    keep = (cy >= -r) & (cy <= 20 + r) & (cx >= -r) & (cx <= 30 + r)
+    ref = (r[keep], cy[keep], cx[keep])
+    got = ds._discs(n, torch.Generator().manual_seed(3))
+    m, k = ref[0].numel(), got[0].numel()
+    # Same acceptance rate (binomial, 4 standard deviations) and same laws (KS at 1 %).
+    assert abs(k - m) < 4 * math.sqrt(2 * n * (m / n) * (1 - m / n))
+    for a, b in zip(got, ref, strict=True):
+        assert _ks2(a.numpy(), b.numpy()) < 1.63 * math.sqrt((m + k) / (m * k))
+
+
 @pytest.mark.parametrize(
     ("kwargs", "name"),
     [

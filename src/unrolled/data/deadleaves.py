@@ -48,9 +48,10 @@ def _cover(
     for k in octave.unique().tolist():
         sel = octave == k
         rk, yk, xk, ik = r[sel], cy[sel], cx[sel], index[sel]
-        half = math.ceil(float(rk.max())) + 1
+        # Pixel i is covered only if |i + 0.5 - c| <= r, i.e. i in [c - 0.5 - r, c - 0.5 + r]:
+        # within ceil(r) of floor(c - 0.5) on either side.
+        half = math.ceil(float(rk.max()))
         d = torch.arange(-half, half + 1)
-        # Candidate pixel rows/columns around each centre.
         iy = (yk - 0.5).floor().long()[:, None] + d
         ix = (xk - 0.5).floor().long()[:, None] + d
         dy2 = (iy.double() + 0.5 - yk[:, None]) ** 2
