@@ -88,18 +88,7 @@ def _check_tar(tar: tarfile.TarFile, archive: Path) -> list[tarfile.TarInfo]:
     members = tar.getmembers()
     links: dict[str, str] = {}
     for m in members:
-        kind = (
-            "regular file"
-            if m.isreg()
-            else "folder"
-            if m.isdir()
-            else "symlink"
-            if m.issym()
-            else "hard link"
-            if m.islnk()
-            else None
-        )
-        if kind is None:
+        if not (m.isreg() or m.isdir() or m.issym() or m.islnk()):
             raise UnsafeArchiveError(
                 f"archive {str(archive)!r}: member {m.name!r} is a device, FIFO or other "
                 "special file; refused"

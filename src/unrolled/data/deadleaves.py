@@ -183,7 +183,9 @@ class DeadLeaves(Dataset):
         probability ``pi r^2 / |B_r|`` (Fubini), so an accepted disc does with probability
         ``q = pi E[r^2] / E|B_r|`` (moments under ``p(r)``), and after ``N`` of them about
         ``H W exp(-N q)`` pixels are left: ``N = (ln(H W) + 1) / q`` leaves about a third of a
-        pixel. A fraction ``E|B_r| / |B_rmax|`` of the candidates is accepted.
+        pixel on average (large discs make the count vary, and about one 64x64 image in four
+        needs a second batch). A fraction ``E|B_r| / |B_rmax|`` of the candidates is
+        accepted.
         """
         h, w = self.size
         a, b = self.rmin**-2, self.rmax**-2
@@ -204,8 +206,8 @@ class DeadLeaves(Dataset):
         owner = torch.full((h * w,), _NOBODY, dtype=torch.int64)
         colours = []
         drawn, batch = 0, self._first_batch()
-        # Discs come front to back, in batches (rarely more than one) until every pixel has an
-        # owner; the cost is mostly per tensor operation, so few large batches are cheapest.
+        # Discs come front to back, in batches sized to cover the image in one go, until every
+        # pixel has an owner; a batch's discs are numbered after the previous batch's.
         while drawn < self.max_discs:
             r, cy, cx = self._discs(batch, generator)
             r, cy, cx = (

@@ -135,9 +135,10 @@ def _fetch(url: str, dest: Path, folder: Path, progress: bool, timeout: float) -
     """Stream ``url`` into ``dest``; return the SHA-256 hex digest of what was written."""
     digest = hashlib.sha256()
     manual = (
-        f"If this machine is offline, download {url} by other means and extract its contents "
-        f"into {folder} (create that folder; the archive's top-level entries go directly in "
-        "it), then call again: a non-empty folder there is used as is, without network."
+        f"If this machine is offline, put the files there by hand: download {url} elsewhere "
+        f"and extract its contents into {folder} (create that folder; the archive's top-level "
+        "entries go directly in it), then call again: a non-empty folder there is used as is, "
+        "without network."
     )
     request = urllib.request.Request(url, headers={"User-Agent": "unrolled (python urllib)"})
     try:
