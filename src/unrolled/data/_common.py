@@ -1,0 +1,145 @@
+"""Helpers shared by the datasets: argument checks, per-item seeding, image decoding, crops."""
+
+from __future__ import annotations
+
+import operator
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+__all__ = ["center_crop", "item_generator", "load_image", "pair", "random_crop"]
+
+
+def pair(value: int | tuple[int, int] | list[int], name: str) -> tuple[int, int]:
+    """``value`` as a ``(h, w)`` pair of positive ints; an int ``n`` means ``(n, n)``."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int or a pair of ints (h, w), got {value!r}")
+    if isinstance(value, int | np.integer):
+        out = (int(value), int(value))
+    elif isinstance(value, tuple | list) and len(value) == 2:
+        if not all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in value):
+            raise TypeError(f"{name} must be an int or a pair of ints (h, w), got {value!r}")
+        out = (int(value[0]), int(value[1]))
+    else:
+        raise TypeError(f"{name} must be an int or a pair of ints (h, w), got {value!r}")
+    if out[0] < 1 or out[1] < 1:
+        raise ValueError(f"{name} must be positive, got {value!r}")
+    return out
+
+
+def check_nonneg_int(value: int, name: str) -> int:
+    """``value`` as an int >= 0, or a ``TypeError``/``ValueError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name} must be an int >= 0, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    return int(value)
+
+
+def check_channels(channels: int, allowed: tuple[int, ...] | None = (1, 3)) -> int:
+    """``channels`` checked against ``allowed`` (``None``: any positive int)."""
+    if isinstance(channels, bool) or not isinstance(channels, int | np.integer):
+        raise TypeError(f"channels must be an int, got {channels!r}")
+    if allowed is None:
+        if channels < 1:
+            raise ValueError(f"channels must be >= 1, got {channels!r}")
+    elif channels not in allowed:
+        raise ValueError(f"channels must be one of {allowed}, got {channels!r}")
+    return int(channels)
+
+
+def check_index(index: int, length: int) -> int:
+    """``index`` in ``range(length)``, negative indices counted from the end like a list."""
+    try:
+        if isinstance(index, bool):
+            raise TypeError
+        i = operator.index(index)  # ints, numpy ints, 0-d integer tensors
+    except TypeError:
+        raise TypeError(f"index must be an int, got {type(index).__name__}") from None
+    if i < 0:
+        i += length
+    if not 0 <= i < length:
+        raise IndexError(f"index {index} out of range for a dataset of length {length}")
+    return i
+
+
+def item_generator(*keys: int) -> torch.Generator:
+    """A CPU ``torch.Generator`` that is a pure function of the non-negative ints ``keys``.
+
+    numpy's ``SeedSequence`` mixes the keys (so ``(seed, i)`` and ``(seed, i + 1)`` give
+    unrelated streams, which consecutive ``manual_seed`` values would not guarantee).
+    """
+    state = np.random.SeedSequence([int(k) for k in keys]).generate_state(2, dtype=np.uint32)
+    g = torch.Generator()
+    # manual_seed takes a 64-bit value; keep it below 2**63 to stay in its accepted range.
+    g.manual_seed((int(state[0]) << 31) ^ int(state[1]))
+    return g
+
+
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def load_image(path: str | os.PathLike[str], channels: int) -> torch.Tensor:
+    """Decode an image file into a ``(channels, H, W)`` float32 tensor in ``[0, 1]``.
+
+    8-bit images are divided by 255, 16-bit ones (Pillow modes ``I;16*`` and ``I``) by 65535.
+    ``channels=1`` converts colour to grey with Pillow's ITU-R 601-2 luma; ``channels=3``
+    repeats grey into RGB. Alpha is discarded. Any decoding failure raises an ``OSError``
+    naming the file.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            # load() decodes every pixel now, so a truncated file fails here, with its name.
+            im.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise OSError(f"cannot read image file {str(path)!r}: {err}") from err
+    array = _to_array(im, channels, path)
+    return torch.from_numpy(array)
+
+
+def _to_array(im: Image.Image, channels: int, path: Path) -> np.ndarray:
+    if im.mode in _SIXTEEN_BIT_MODES:
+        grey = np.asarray(im, dtype=np.float64) / 65535.0
+        grey = np.clip(grey, 0.0, 1.0).astype(np.float32)[None]
+        return np.repeat(grey, channels, axis=0) if channels == 3 else grey
+    if im.mode == "F":
+        raise ValueError(
+            f"image file {str(path)!r} holds 32-bit floats (Pillow mode 'F'), which have no "
+            "fixed range to map to [0, 1]; convert it to 8 or 16 bits"
+        )
+    im = im.convert("L" if channels == 1 else "RGB")
+    array = np.asarray(im, dtype=np.float32) / 255.0
+    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+    return np.ascontiguousarray(array)
+
+
+def _check_fits(image: torch.Tensor, size: tuple[int, int], source: str) -> None:
+    h, w = image.shape[-2:]
+    if h < size[0] or w < size[1]:
+        raise ValueError(
+            f"image {source} is {h}x{w} (HxW), smaller than the crop {size[0]}x{size[1]}"
+        )
+
+
+def random_crop(
+    image: torch.Tensor, size: tuple[int, int], generator: torch.Generator, source: str
+) -> torch.Tensor:
+    """A uniformly placed ``size`` window of ``image`` ``(C, H, W)``; ``source`` names it in
+    errors."""
+    _check_fits(image, size, source)
+    h, w = image.shape[-2:]
+    top = int(torch.randint(h - size[0] + 1, (1,), generator=generator))
+    left = int(torch.randint(w - size[1] + 1, (1,), generator=generator))
+    return image[..., top : top + size[0], left : left + size[1]]
+
+
+def center_crop(image: torch.Tensor, size: tuple[int, int], source: str) -> torch.Tensor:
+    """The centred ``size`` window of ``image`` ``(C, H, W)`` (offsets rounded down)."""
+    _check_fits(image, size, source)
+    h, w = image.shape[-2:]
+    top, left = (h - size[0]) // 2, (w - size[1]) // 2
+    return image[..., top : top + size[0], left : left + size[1]]
