@@ -1,7 +1,7 @@
 """unrolled: unrolled networks for imaging inverse problems with an O(1)-memory implicit
 backward for the least-squares data step."""
 
-from . import linalg, models, physics, train, unfolded
+from . import data, linalg, models, physics, train, unfolded
 from .fidelity import L2, SolveStats
 from .linalg import CG, SolveInfo, prox_l2
 
@@ -13,6 +13,7 @@ __all__ = [
     "SolveInfo",
     "SolveStats",
     "__version__",
+    "data",
     "linalg",
     "models",
     "physics",
