@@ -245,6 +245,7 @@ def test_bad_inputs_single_coil():
         MRI(torch.ones(8, 8, dtype=torch.complex64))
     with pytest.raises(ValueError, match=r"mask: .*\(8, 6\).*got \(8, 8\)"):
         MRI(torch.ones(8, 8), img_size=(8, 6))
+    assert MRI(torch.ones(2, 8, 8), img_size=(8, 8)).output_shape((3, 2, 8, 8)) == (3, 2, 8, 8)
     with pytest.raises(ValueError, match=r"img_size: expected \(H, W\)"):
         MRI(torch.ones(8, 8), img_size=(8,))
 

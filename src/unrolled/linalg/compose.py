@@ -104,7 +104,9 @@ class ScaledOperator(LinearOperator):
         elif isinstance(scale, Number) and not isinstance(scale, bool):
             self.scale = scale
         else:
-            raise ValueError(f"scale: expected a number or a 0-d tensor, got {type(scale).__name__}")
+            raise ValueError(
+                f"scale: expected a number or a 0-d tensor, got {type(scale).__name__}"
+            )
 
     def _is_complex(self) -> bool:
         s = self.scale

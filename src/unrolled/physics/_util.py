@@ -16,7 +16,9 @@ MASK_SHAPES = "(W,), (H, W), (C, H, W) or (B, C, H, W)"
 def check_mask_tensor(mask, name: str = "mask", *, allow_complex: bool = True) -> Tensor:
     """``mask`` as a floating (or complex) tensor of 1 to 4 dims; a bool mask becomes 0/1."""
     if not isinstance(mask, Tensor):
-        raise ValueError(f"{name}: expected a tensor of shape {MASK_SHAPES}, got {type(mask).__name__}")
+        raise ValueError(
+            f"{name}: expected a tensor of shape {MASK_SHAPES}, got {type(mask).__name__}"
+        )
     if mask.dtype == torch.bool:
         mask = mask.to(torch.get_default_dtype())
     if mask.is_complex() and not allow_complex:
@@ -37,7 +39,9 @@ def keep_tensor(module: nn.Module, name: str, tensor: Tensor) -> None:
         module.register_buffer(name, tensor)
 
 
-def mask_for(mask: Tensor, shape: Sequence[int], dtype: torch.dtype, name: str, what: str) -> Tensor:
+def mask_for(
+    mask: Tensor, shape: Sequence[int], dtype: torch.dtype, name: str, what: str
+) -> Tensor:
     """``mask`` viewed as ``(Bm, Cm, H, W)`` for data of ``shape`` ``(B, C, H, W)``.
 
     ``Bm`` must be 1 or ``B`` and ``Cm`` 1 or ``C``; a real mask is cast to the real

@@ -23,7 +23,8 @@ class CompressedSensing(Physics):
         n: the shape of one input: an integer (flat inputs ``(B, n)``) or an image shape
             such as ``(C, H, W)``.
         seed: seed of the matrix, drawn on the CPU in float64 so a seed gives the same
-            matrix on every device and in every dtype: ``M_ij ~ N(0, 1/m)`` (complex dtypes: circular, same variance).
+            matrix on every device and in every dtype: ``M_ij ~ N(0, 1/m)`` (complex
+            dtypes: circular, same variance).
         dtype: dtype of the matrix (default: torch's default dtype).
         matrix: an explicit ``(m, prod(n))`` matrix instead of a random one (an
             ``nn.Parameter`` is trained, a tensor made by a network receives its gradient).
@@ -88,7 +89,9 @@ class CompressedSensing(Physics):
         if not isinstance(x, Tensor):
             raise ValueError(f"{name}: expected a tensor, got {type(x).__name__}")
         if self.matrix.is_complex() and not x.is_complex():
-            raise ValueError(f"{name}: expected a complex tensor (the matrix is complex), got {x.dtype}")
+            raise ValueError(
+                f"{name}: expected a complex tensor (the matrix is complex), got {x.dtype}"
+            )
         return self.matrix.to(x.dtype)
 
     def output_shape(self, input_shape: Sequence[int]) -> torch.Size:

@@ -24,12 +24,16 @@ _DIMS = (-2, -1)
 
 def fft2c(x: Tensor) -> Tensor:
     """Centred orthonormal 2-D DFT over the last two dimensions."""
-    return torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(x, dim=_DIMS), norm="ortho"), dim=_DIMS)
+    return torch.fft.fftshift(
+        torch.fft.fft2(torch.fft.ifftshift(x, dim=_DIMS), norm="ortho"), dim=_DIMS
+    )
 
 
 def ifft2c(k: Tensor) -> Tensor:
     """Inverse (= adjoint) of :func:`fft2c`."""
-    return torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(k, dim=_DIMS), norm="ortho"), dim=_DIMS)
+    return torch.fft.fftshift(
+        torch.fft.ifft2(torch.fft.ifftshift(k, dim=_DIMS), norm="ortho"), dim=_DIMS
+    )
 
 
 def _check_img_size(img_size) -> tuple[int, int] | None:
@@ -64,8 +68,9 @@ class MRI(Physics):
         mask = _util.check_mask_tensor(mask, allow_complex=False)
         self.img_size = _check_img_size(img_size)
         if self.img_size is not None:
-            lead = tuple(mask.shape[:-2]) if mask.ndim > 1 else ()
-            _util.mask_for(mask, (*(lead + (1, 1))[:2], *self.img_size), mask.dtype, "mask", "img_size")
+            lead = ((1, 1) + tuple(mask.shape[:-2]))[-2:] if mask.ndim > 1 else (1, 1)
+            geometry = (*lead, *self.img_size)
+            _util.mask_for(mask, geometry, mask.dtype, "mask", "img_size")
         _util.keep_tensor(self, "mask", mask)
 
     def _mask_like(self, shape, what: str, mask: Tensor | None = None, dtype=None) -> Tensor:
@@ -144,15 +149,22 @@ class MultiCoilMRI(Physics):
         super().__init__(noise=noise)
         mask = _util.check_mask_tensor(mask, allow_complex=False)
         if not isinstance(coil_maps, Tensor) or coil_maps.ndim != 4:
-            got = tuple(coil_maps.shape) if isinstance(coil_maps, Tensor) else type(coil_maps).__name__
-            raise ValueError(f"coil_maps: expected a tensor of shape (B or 1, Ncoils, H, W), got {got}")
+            got = (
+                tuple(coil_maps.shape)
+                if isinstance(coil_maps, Tensor)
+                else type(coil_maps).__name__
+            )
+            raise ValueError(
+                f"coil_maps: expected a tensor of shape (B or 1, Ncoils, H, W), got {got}"
+            )
         if not coil_maps.is_complex():
             raise ValueError(f"coil_maps: expected a complex tensor, got dtype {coil_maps.dtype}")
         # Batch sizes 1 and B mix freely; check the mask against the coil maps' geometry.
         batch = mask.shape[0] if mask.ndim == 4 and mask.shape[0] > 1 else coil_maps.shape[0]
         if coil_maps.shape[0] not in (1, batch):
             raise ValueError(
-                f"coil_maps: expected batch size 1 or {batch} (that of mask), got {coil_maps.shape[0]}"
+                f"coil_maps: expected batch size 1 or {batch} (that of mask), "
+                f"got {coil_maps.shape[0]}"
             )
         geometry = (batch, coil_maps.shape[1], *coil_maps.shape[-2:])
         _util.mask_for(mask, geometry, mask.dtype, "mask", "the coil maps")
@@ -199,7 +211,8 @@ class MultiCoilMRI(Physics):
         b, c, h, w = y.shape
         if c != self.ncoils:
             raise ValueError(
-                f"y: expected {self.ncoils} coils, shape (B, {self.ncoils}, H, W), got {tuple(y.shape)}"
+                f"y: expected {self.ncoils} coils, shape (B, {self.ncoils}, H, W), "
+                f"got {tuple(y.shape)}"
             )
         m = _util.mask_for(self.mask, y.shape, y.dtype, "mask", "y")
         maps = self._maps(y.shape, "y").to(y.dtype)

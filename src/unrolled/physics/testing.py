@@ -92,5 +92,6 @@ def saved_bytes(fn: Callable[[], object]) -> int:
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         result = fn()
-    del result, alive
+    alive.clear()
+    del result
     return sum(storages.values())
