@@ -194,8 +194,13 @@ def cg(
     true_residual = torch.full((batch,), float("nan"), dtype=real_dtype, device=device)
     its = torch.zeros(batch, dtype=torch.int64, device=device)
 
+    # Without autograd the iterates are updated in place (no allocation per iteration);
+    # under autograd every update is a new tensor, as the backward pass needs them all.
+    in_place = not torch.is_grad_enabled()
+    if in_place and r is b:
+        r = b.clone()  # x is already a fresh tensor; r must not alias the caller's b
     z = precond(r) if precond is not None else r
-    p = z
+    p = z.clone() if in_place and z is r else z
     rz = batch_inner(r, z)
     # Replay runs each sample's recorded count; a normal solve stops at max_iter at most.
     limit = (int(target.max()) if batch else 0) if replay else max_iter
@@ -206,21 +211,30 @@ def cg(
         kp = matvec(p)
         pkp = batch_inner(p, kp)
         # Inactive samples (and a breakdown, pkp = 0, which only happens at r = 0) take a
-        # zero step, so their x and r stay exactly as they are.
-        step_ok = active & (pkp > 0)
-        alpha = torch.where(step_ok, rz / torch.where(step_ok, pkp, torch.ones_like(pkp)), 0.0)
+        # zero step, so their x and r stay exactly as they are; their beta is zero too,
+        # which keeps their p bounded.
+        step = active & (pkp > 0)
+        alpha = torch.where(step, rz / torch.where(step, pkp, 1.0), 0.0)
         alpha_b = _per_sample(alpha, b).to(b.dtype)
-        x = x + alpha_b * p
-        r = r - alpha_b * kp
+        if in_place:
+            x.addcmul_(alpha_b, p)
+            r.addcmul_(alpha_b, kp, value=-1)
+        else:
+            x = torch.addcmul(x, alpha_b, p)
+            r = torch.addcmul(r, alpha_b, kp, value=-1)
         its = its + active.to(torch.int64)
         k += 1
 
         z = precond(r) if precond is not None else r
         rz_new = batch_inner(r, z)
-        beta = torch.where(step_ok, rz_new / torch.where(step_ok, rz, torch.ones_like(rz)), 0.0)
-        p = torch.where(_per_sample(active, b), z + _per_sample(beta, b).to(b.dtype) * p, p)
-        rz = torch.where(active, rz_new, rz)
-        r_norm = torch.where(active, batch_norm(r), r_norm)
+        beta_b = _per_sample(torch.where(step, rz_new / torch.where(step, rz, 1.0), 0.0), b)
+        if in_place:
+            p.mul_(beta_b.to(b.dtype)).add_(z)
+        else:
+            p = torch.addcmul(z, beta_b.to(b.dtype), p)
+        rz = rz_new
+        # Without a preconditioner <r, z> is ||r||^2 already.
+        r_norm = rz.clamp_min(0).sqrt() if precond is None else batch_norm(r)
 
         if replay:
             active = active & (its < target)

@@ -88,16 +88,16 @@ class Blur(Physics):
         padding: one of ``"valid"``, ``"circular"``, ``"reflect"``, ``"replicate"``,
             ``"zeros"``.
         noise: noise model applied by ``physics(x)``.
-        fft: apply ``A^H A`` by FFT (``True``), by two convolutions (``False``), or by
-            FFT for kernels of at least ``FFT_MIN_TAPS`` taps (``"auto"``, default).
+        fft: convolve by FFT (``True``), directly (``False``), or by FFT for kernels of at
+            least ``FFT_MIN_TAPS`` taps (``"auto"``, default). Both are exact.
 
-    Fast paths: the normal operator ``A^H A`` by FFT; a Fourier preconditioner
+    Fast paths: convolutions by FFT; a Fourier preconditioner
     ``(|K_hat|^2 + 1/gamma)^-1`` for CG; and, for ``"circular"``, the prox in closed
     form by FFT (no iterations, differentiable by autograd).
     """
 
-    #: kernels with at least this many taps apply ``A^H A`` by FFT under ``fft="auto"``
-    FFT_MIN_TAPS = 25
+    #: kernels with at least this many taps convolve by FFT under ``fft="auto"``
+    FFT_MIN_TAPS = 16
 
     def __init__(self, kernel: Tensor, padding: str = "valid", noise=None, fft="auto"):
         super().__init__(noise=noise)
@@ -165,23 +165,47 @@ class Blur(Physics):
     def A(self, x: Tensor) -> Tensor:  # noqa: N802
         k = self._check_image(x, "x")
         self.output_shape(x.shape)
+        if self.padding == "circular" and self._use_fft():
+            return apply_spectrum(x, self._spectrum(x, x.shape[-2:], centred=True))
         if self.padding != "valid":
             x = self._pad(x, *self._pads(*k.shape[-2:]))
-        return _conv(x, k, transpose=False)
+        return self._valid_conv(x, k, transpose=False)
 
     def A_adjoint(self, y: Tensor) -> Tensor:  # noqa: N802
         k = self._check_image(y, "y")
+        if self.padding == "circular" and self._use_fft():
+            return apply_spectrum(y, self._spectrum(y, y.shape[-2:], centred=True).conj())
         if self.padding == "valid":
-            return _conv(y, k, transpose=True)
+            return self._valid_conv(y, k, transpose=True)
         pads = self._pads(*k.shape[-2:])
-        return self._pad_adjoint(_conv(y, k, transpose=True), *pads)
+        return self._pad_adjoint(self._valid_conv(y, k, transpose=True), *pads)
+
+    def _valid_conv(self, x: Tensor, k: Tensor, *, transpose: bool) -> Tensor:
+        """Valid convolution (or its adjoint): direct for small kernels, FFT for large ones.
+
+        By FFT: on the input's grid, a circular convolution with the kernel at the origin
+        equals the valid convolution on the window ``[kh-1:, kw-1:]``, where no tap wraps
+        around; the adjoint zero-extends to that grid and correlates (conjugate spectrum).
+        """
+        if not self._use_fft():
+            return _conv(x, k, transpose=transpose)
+        kh, kw = k.shape[-2:]
+        if not transpose:
+            full = apply_spectrum(x, self._spectrum(x, x.shape[-2:], centred=False))
+            return full[..., kh - 1 :, kw - 1 :]
+        extended = F.pad(x, (kw - 1, 0, kh - 1, 0))
+        return apply_spectrum(
+            extended, self._spectrum(x, extended.shape[-2:], centred=False).conj()
+        )
 
     # -- Fourier fast paths -----------------------------------------------------------
 
-    def _spectrum(self, grid, *, real: bool, centred: bool) -> Tensor:
+    def _spectrum(self, like: Tensor, grid, *, centred: bool) -> Tensor:
+        """The kernel's DFT on ``grid``, in ``like``'s precision (half spectrum if real)."""
         k = self._kernel4d()
+        k = k.to(like.real.dtype if like.is_complex() else like.dtype)
         origin = (k.shape[-2] // 2, k.shape[-1] // 2) if centred else (0, 0)
-        return kernel_spectrum(k, grid, origin, real=real)
+        return kernel_spectrum(k, grid, origin, real=not like.is_complex())
 
     def _use_fft(self) -> bool:
         if self.fft == "auto":
@@ -189,30 +213,12 @@ class Blur(Physics):
         return bool(self.fft)
 
     def normal(self, x: Tensor) -> Tensor:
-        """``A^H A x``; by FFT where that is cheaper than two convolutions.
-
-        Circular: ``F^-1 |K_hat|^2 F``. Otherwise ``A = C P`` (extension ``P``, valid
-        convolution ``C``) and ``C^H C`` on the extended grid is a circular convolution
-        followed by keeping the valid window, then its adjoint: no wrap-around reaches
-        the valid outputs, so this is exact.
-        """
-        if not self._use_fft():
+        """``A^H A x``; for circular padding by FFT as one multiplier ``|K_hat|^2``
+        (two FFTs instead of four)."""
+        if not (self.padding == "circular" and self._use_fft()):
             return super().normal(x)
-        k = self._check_image(x, "x")
-        self.output_shape(x.shape)
-        kh, kw = k.shape[-2:]
-        if self.padding == "circular":
-            spectrum = self._spectrum(x.shape[-2:], real=not x.is_complex(), centred=True)
-            return apply_spectrum(x, spectrum.abs() ** 2)
-        pads = self._pads(kh, kw)
-        xp = x if self.padding == "valid" else self._pad(x, *pads)
-        spectrum = self._spectrum(xp.shape[-2:], real=not x.is_complex(), centred=False)
-        full = apply_spectrum(xp, spectrum)
-        # keep the valid window [kh-1:, kw-1:] (where no tap wrapped), zero elsewhere
-        window = torch.zeros_like(full)
-        window[..., kh - 1 :, kw - 1 :] = full[..., kh - 1 :, kw - 1 :]
-        back = apply_spectrum(window, spectrum.conj())
-        return back if self.padding == "valid" else self._pad_adjoint(back, *pads)
+        self._check_image(x, "x")
+        return apply_spectrum(x, self._spectrum(x, x.shape[-2:], centred=True).abs() ** 2)
 
     #: paddings for which ``preconditioner`` (CG's ``"auto"``) uses the Fourier one: where
     #: it cuts CG iterations by more than its cost (two FFTs per iteration), as measured
@@ -240,7 +246,7 @@ class Blur(Physics):
         def apply(r: Tensor) -> Tensor:
             key = (tuple(r.shape), r.dtype, r.device)
             if key not in cache:
-                spectrum = self._spectrum(r.shape[-2:], real=not r.is_complex(), centred=True)
+                spectrum = self._spectrum(r, r.shape[-2:], centred=True)
                 cache.clear()
                 cache[key] = 1 / (spectrum.abs() ** 2 + 1 / gamma.to(spectrum.real.dtype))
             return apply_spectrum(r, cache[key])
@@ -256,7 +262,7 @@ class Blur(Physics):
                 z, y, gamma, solver=solver, backward=backward, return_info=return_info
             )
         real = not z.is_complex()
-        spectrum = self._spectrum(z.shape[-2:], real=real, centred=True)
+        spectrum = self._spectrum(z, z.shape[-2:], centred=True)
         fft = torch.fft.rfft2 if real else torch.fft.fft2
         numerator = spectrum.conj() * fft(y) + fft(z) / gamma_t
         h = fourier_solve(numerator, spectrum.abs() ** 2 + 1 / gamma_t, z.shape[-2:], real=real)
@@ -303,12 +309,16 @@ def _conv(x: Tensor, k: Tensor, *, transpose: bool) -> Tensor:
         )
     b, c, h, w = x.shape
     bk, ck, kh, kw = k.shape
-    # conv2d is a cross-correlation: flipping the kernel makes it a convolution.
-    weight = k.flip(-2, -1).to(x.dtype)
-    op = F.conv_transpose2d if transpose else F.conv2d
+    # conv2d is a cross-correlation: flipping the kernel makes it a convolution. The
+    # adjoint is the full cross-correlation with the unflipped kernel (conv2d on the
+    # zero-extended input: much faster on CPU than conv_transpose2d).
+    weight = k.to(x.dtype) if transpose else k.flip(-2, -1).to(x.dtype)
+    if transpose:
+        x = F.pad(x, (kw - 1, kw - 1, kh - 1, kh - 1))
+        h, w = x.shape[-2:]
     if bk == 1 and ck == 1:
-        out = op(x.reshape(b * c, 1, h, w), weight)
+        out = F.conv2d(x.reshape(b * c, 1, h, w), weight)
     else:
         weight = weight.expand(b, c, kh, kw).reshape(b * c, 1, kh, kw)
-        out = op(x.reshape(1, b * c, h, w), weight, groups=b * c)
+        out = F.conv2d(x.reshape(1, b * c, h, w), weight, groups=b * c)
     return out.reshape(b, c, *out.shape[-2:])
