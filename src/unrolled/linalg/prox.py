@@ -108,17 +108,21 @@ def prox_l2(
 
     if backward == "unroll" or not anything_requires_grad:
         if grad_mode and backward != "unroll":
-            _refuse_hidden_tensors(op, slots, slot_index, tensors, y)
-        # Built under autograd: "unroll" is the exact derivative of the computation done,
-        # and a preconditioner that depends on gamma or the operator is part of it.
-        precond = _preconditioner(solver, op, gamma)
-        h, info.forward = solver.solve(
-            lambda x: op.normal(x) + x / gamma,
-            op.A_adjoint(y) + z / gamma,
-            x0=z,
-            precond=precond,
-            what=f"prox_l2({backward}) forward solve",
-        )
+            # Nothing registered needs a gradient; a hidden tensor that does is refused.
+            aty = _refuse_hidden_tensors(op, slots, slot_index, tensors, y)
+            grad_mode = False
+        else:
+            aty = op.A_adjoint(y)
+        # Under autograd ("unroll") the preconditioner is built under it too: the unrolled
+        # gradient is the exact derivative of the computation done, preconditioner included.
+        with torch.set_grad_enabled(grad_mode):
+            h, info.forward = solver.solve(
+                lambda x: op.normal(x) + x / gamma,
+                aty + z / gamma,
+                x0=z,
+                precond=_preconditioner(solver, op, gamma),
+                what=f"prox_l2({backward}) forward solve",
+            )
         return (h, info) if return_info else h
 
     # The snapshot keeps the operator's structure (settings, sub-modules) as it is now;
