@@ -1,18 +1,22 @@
 """Matrix-free linear algebra: operators, batched CG, and the least-squares prox."""
 
 from .cg import CG, NonConvergenceError, NonConvergenceWarning, SolveInfo, cg
+from .compose import ComposedOperator, ScaledOperator, SumOperator
 from .operator import LinearOperator, MatrixOperator, batch_inner, batch_norm
 from .prox import BACKWARD_MODES, ProxInfo, prox_l2
 
 __all__ = [
     "BACKWARD_MODES",
     "CG",
+    "ComposedOperator",
     "LinearOperator",
     "MatrixOperator",
     "NonConvergenceError",
     "NonConvergenceWarning",
     "ProxInfo",
+    "ScaledOperator",
     "SolveInfo",
+    "SumOperator",
     "batch_inner",
     "batch_norm",
     "cg",

@@ -87,8 +87,10 @@ class LinearOperator(nn.Module):
     def preconditioner(self, gamma: Tensor):
         """A function ``r -> M r`` approximating ``(A^H A + I/gamma)^-1``, or ``None``.
 
-        Used by CG when its ``preconditioner`` is ``"auto"``. Called without autograd;
-        operators return ``None`` where no preconditioner pays off.
+        Used by CG when its ``preconditioner`` is ``"auto"``. Operators return ``None``
+        where no preconditioner pays off. Build it from differentiable operations: under
+        ``backward="unroll"`` (and the ``"checkpoint"`` replay) it is part of the
+        differentiated computation.
         """
         return None
 
@@ -112,6 +114,27 @@ class LinearOperator(nn.Module):
         from .prox import prox_l2
 
         return prox_l2(self, z, y, gamma, solver=solver, backward=backward, return_info=return_info)
+
+    # -- composition: A2 @ A1, A1 + A2, c * A ---------------------------------------------
+
+    def __matmul__(self, other):
+        from .compose import ComposedOperator
+
+        return (
+            ComposedOperator(self, other) if isinstance(other, LinearOperator) else NotImplemented
+        )
+
+    def __add__(self, other):
+        from .compose import SumOperator
+
+        return SumOperator(self, other) if isinstance(other, LinearOperator) else NotImplemented
+
+    def __mul__(self, scale):
+        from .compose import ScaledOperator
+
+        return NotImplemented if isinstance(scale, LinearOperator) else ScaledOperator(scale, self)
+
+    __rmul__ = __mul__
 
     # -- testing aids ------------------------------------------------------------------
 

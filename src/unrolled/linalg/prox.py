@@ -96,7 +96,6 @@ def prox_l2(
         raise ValueError(f"op: expected a LinearOperator, got {type(op).__name__}")
     gamma = _check_inputs(op, z, y, gamma)
     info = ProxInfo(mode=backward, forward=None)
-    precond = _preconditioner(solver, op, gamma)
 
     tensors, slot_index, slots = _unique_tensors(op)
     grad_mode = torch.is_grad_enabled()
@@ -110,6 +109,9 @@ def prox_l2(
     if backward == "unroll" or not anything_requires_grad:
         if grad_mode and backward != "unroll":
             _refuse_hidden_tensors(op, slots, slot_index, tensors, y)
+        # Built under autograd: "unroll" is the exact derivative of the computation done,
+        # and a preconditioner that depends on gamma or the operator is part of it.
+        precond = _preconditioner(solver, op, gamma)
         h, info.forward = solver.solve(
             lambda x: op.normal(x) + x / gamma,
             op.A_adjoint(y) + z / gamma,
@@ -124,6 +126,8 @@ def prox_l2(
     # checks their versions.
     aty = _refuse_hidden_tensors(op, slots, slot_index, tensors, y)
     snapshot = _rebuild(op, slots, slot_index, tensors)
+    with torch.no_grad():
+        precond = _preconditioner(solver, snapshot, gamma)
     setup = _Setup(snapshot, slots, slot_index, solver, precond, info, aty)
     function = _ImplicitProx if backward == "implicit" else _CheckpointProx
     h = function.apply(setup, z, y, gamma, *tensors)
@@ -202,10 +206,9 @@ def _preconditioner(solver: CG, op: LinearOperator, gamma: Tensor):
     choice = solver.preconditioner
     if choice is None:
         return None
-    with torch.no_grad():
-        if choice == "auto":
-            return op.preconditioner(gamma.detach())
-        return choice(op, gamma.detach())
+    if choice == "auto":
+        return op.preconditioner(gamma)
+    return choice(op, gamma)
 
 
 # -- the operator's tensors -----------------------------------------------------------
@@ -348,13 +351,13 @@ class _CheckpointProx(torch.autograd.Function):
         z, y, gamma, *tensors = inputs
         with torch.enable_grad():
             op = _rebuild(setup.op, setup.slots, setup.slot_index, tensors)
-            # Replay exactly the forward's iterations per sample: the gradient of the same
-            # truncated solve that "unroll" differentiates.
+            # Replay exactly the forward's iterations per sample, preconditioner included:
+            # the gradient of the same truncated solve that "unroll" differentiates.
             h, info = setup.solver.solve(
                 lambda x: op.normal(x) + x / gamma,
                 op.A_adjoint(y) + z / gamma,
                 x0=z,
-                precond=setup.precond,
+                precond=_preconditioner(setup.solver, op, gamma),
                 iterations=setup.iterations,
             )
             setup.info._set_backward(info)

@@ -1,7 +1,29 @@
 """Measurement models: linear operators with exact adjoints, plus noise."""
 
+from . import testing
 from .base import Physics
 from .blur import PADDINGS, Blur, gaussian_kernel
+from .compressed_sensing import CompressedSensing
+from .downsampling import Downsampling
+from .inpainting import Inpainting
+from .mri import MRI, MultiCoilMRI, cartesian_mask, fft2c, ifft2c, smooth_coil_maps
 from .noise import GaussianNoise, PoissonNoise
 
-__all__ = ["PADDINGS", "Blur", "GaussianNoise", "Physics", "PoissonNoise", "gaussian_kernel"]
+__all__ = [
+    "MRI",
+    "PADDINGS",
+    "Blur",
+    "CompressedSensing",
+    "Downsampling",
+    "GaussianNoise",
+    "Inpainting",
+    "MultiCoilMRI",
+    "Physics",
+    "PoissonNoise",
+    "cartesian_mask",
+    "fft2c",
+    "gaussian_kernel",
+    "ifft2c",
+    "smooth_coil_maps",
+    "testing",
+]
