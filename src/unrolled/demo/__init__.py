@@ -86,7 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1, ...")
-    g.add_argument("--threads", type=int, help="CPU threads (default: torch's choice)")
+    g.add_argument("--threads", type=int, help="intra-op CPU threads (default: 1 on CPU)")
     g = parser.add_argument_group("output")
     g.add_argument("--out", default=d.out, help="folder for loss.png, report.json, ...")
     g.add_argument(
@@ -138,10 +138,18 @@ def run_demo(cfg: DemoConfig, *, echo=print) -> dict:
     ``echo``: where the progress lines and the table go (``print`` by default; a no-op
     callable silences them).
     """
-    start = time.perf_counter()
     cfg = cfg.resolved()
+    threads = torch.get_num_threads()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
+    try:
+        return _run(cfg, echo)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(cfg: DemoConfig, echo) -> dict:
+    start = time.perf_counter()
     out = Path(cfg.out)
     train_set, eval_set, data = build_data(cfg)
     build_physics(cfg)  # fail early on an impossible geometry
@@ -160,7 +168,7 @@ def run_demo(cfg: DemoConfig, *, echo=print) -> dict:
 
     out.mkdir(parents=True, exist_ok=True)
     files = {
-        "loss_plot": str(plot_loss_curves(results, out / "loss.png")),
+        "loss_plot": str(plot_loss_curves(results, cfg.reference.name, out / "loss.png")),
         "reconstructions": str(
             plot_figure(
                 eval_x,

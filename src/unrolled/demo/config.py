@@ -14,7 +14,7 @@ __all__ = ["DEFAULT_EPOCHS", "DEFAULT_MODES", "DemoConfig", "Mode", "parse_data"
 
 #: Training passes by default: on 2 CPU cores the whole default run (three modes) ends
 #: in about two minutes, and the loss has visibly fallen by then.
-DEFAULT_EPOCHS = 4
+DEFAULT_EPOCHS = 3
 
 #: The three runs the demo compares.
 DEFAULT_MODES = ("unroll", "implicit", "implicit+ckpt")
@@ -202,6 +202,10 @@ class DemoConfig:
             num_images=self.num_images or images,
             num_eval=self.num_eval or held_out,
             batch_size=self.batch_size or batch,
+            # One intra-op thread on CPU unless asked: the demo's tensors are small (a batch
+            # of 8 32x32 images), so extra threads mostly wait on each other, and on a busy
+            # 2-core machine they made a step several times slower.
+            threads=self.threads or (1 if device.type == "cpu" else None),
             modes=self.modes,
         )
         return DemoConfig(**values)

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..train import plot_losses, psnr
+from ..train import psnr
 from .config import DemoConfig
 from .experiment import ModeResult
 
@@ -177,14 +177,40 @@ def _finite(value):
     return value
 
 
-def plot_loss_curves(results: list[ModeResult], path: str | os.PathLike) -> Path:
-    """All runs' training losses on one log-scale plot."""
-    return plot_losses(
-        {r.mode.name: r.losses for r in results},
-        path,
-        title="training loss (same seed, data and noise)",
-        xlabel="training iteration",
-    )
+def plot_loss_curves(results: list[ModeResult], reference: str, path: str | os.PathLike) -> Path:
+    """Left: every run's training loss on one log-scale plot (the curves lie on top of each
+    other when the gradients agree). Right: each run's relative distance to the reference
+    run's loss, per step, on a log scale, so the size of the difference can be read."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4.2), dpi=100)
+    FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2)
+    styles = ["-", "--", ":", "-."]
+    ref = next(r for r in results if r.mode.name == reference)
+    for i, r in enumerate(results):
+        steps = range(1, len(r.losses) + 1)
+        left.plot(steps, r.losses, styles[i % 4], label=r.mode.name, linewidth=1.4)
+        if r is ref:
+            continue
+        rel = [abs(a - b) / abs(b) if b else 0.0 for a, b in zip(r.losses, ref.losses, strict=True)]
+        # Exact agreement (the first step always) has no place on a log axis: drawn at 1e-12.
+        right.plot(steps, [max(v, 1e-12) for v in rel], styles[i % 4], label=r.mode.name)
+    if all(v > 0 for r in results for v in r.losses):
+        left.set_yscale("log")
+    left.set_title("training loss (same weights, data and noise)")
+    right.set_yscale("log")
+    right.set_title(f"|loss - loss[{reference}]| / loss[{reference}]")
+    for ax in (left, right):
+        ax.set_xlabel("training iteration")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
 
 
 def _image(t: Tensor):
