@@ -1,0 +1,46 @@
+"""A real denoiser applied to complex images, through their real and imaginary parts."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["ComplexDenoiser"]
+
+
+class ComplexDenoiser(nn.Module):
+    """``D(x, sigma)`` for complex ``x`` ``(B, C, H, W)``: the wrapped real denoiser sees
+    ``(B, 2C, H, W)`` (real parts, then imaginary parts) and its output is put back together
+    as a complex tensor.
+
+    The real/imaginary split is linear and invertible, so gradients pass through it
+    unchanged; the wrapped denoiser must take and return ``2C`` channels (e.g.
+    ``DnCNN(2, 2)`` for one complex channel). Real inputs are refused.
+    """
+
+    def __init__(self, denoiser: nn.Module):
+        super().__init__()
+        if not isinstance(denoiser, nn.Module):
+            raise ValueError(
+                f"denoiser: expected an nn.Module called as denoiser(x, sigma), "
+                f"got {type(denoiser).__name__}"
+            )
+        self.denoiser = denoiser
+
+    def forward(self, x: Tensor, sigma: float | Tensor) -> Tensor:
+        """Denoise complex ``x`` ``(B, C, H, W)``; returns a complex ``(B, C, H, W)``."""
+        if not isinstance(x, Tensor) or not x.is_complex() or x.ndim != 4:
+            got = (
+                f"shape {tuple(x.shape)}, dtype {x.dtype}"
+                if isinstance(x, Tensor)
+                else type(x).__name__
+            )
+            raise ValueError(f"x: expected a complex tensor (B, C, H, W), got {got}")
+        c = x.shape[1]
+        out = self.denoiser(torch.cat([x.real, x.imag], dim=1), sigma)
+        if out.shape[1] != 2 * c:
+            raise ValueError(
+                f"denoiser: expected {2 * c} output channels (real and imaginary parts), "
+                f"got {out.shape[1]}"
+            )
+        return torch.complex(out[:, :c], out[:, c:])

@@ -1,0 +1,231 @@
+"""The demo's settings: one frozen dataclass, with the defaults that depend on the device."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from ..linalg.prox import BACKWARD_MODES
+
+__all__ = ["DEFAULT_EPOCHS", "DEFAULT_MODES", "DemoConfig", "Mode", "parse_data", "parse_modes"]
+
+#: Training passes by default: on 2 CPU cores the whole default run (three modes) ends
+#: in about two minutes, and the loss has visibly fallen by then.
+DEFAULT_EPOCHS = 3
+
+#: The three runs the demo compares.
+DEFAULT_MODES = ("unroll", "implicit", "implicit+ckpt")
+
+# Sizes that depend on the device: (image size, training images, held-out images, batch).
+CPU_SIZES = (32, 64, 16, 8)
+CUDA_SIZES = (64, 480, 64, 32)
+
+PHYSICS = ("blur", "mri")
+
+
+@dataclass(frozen=True)
+class Mode:
+    """One training run: the prox's backward mode, and whether layers are checkpointed.
+
+    Written ``"<backward>"`` or ``"<backward>+ckpt"``, e.g. ``"implicit+ckpt"``.
+    """
+
+    backward: str
+    checkpoint_layers: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.backward + ("+ckpt" if self.checkpoint_layers else "")
+
+    @property
+    def description(self) -> str:
+        what = {
+            "unroll": "backprop through every CG iteration",
+            "implicit": "implicit backward (one extra CG solve)",
+            "checkpoint": "prox re-solved under autograd in backward",
+        }[self.backward]
+        return what + (", layers recomputed in backward" if self.checkpoint_layers else "")
+
+
+def parse_modes(text: str | tuple[str, ...] | list[str]) -> tuple[Mode, ...]:
+    """``"unroll,implicit,implicit+ckpt"`` (or a sequence of such names) -> modes."""
+    names = text.split(",") if isinstance(text, str) else list(text)
+    modes = []
+    for raw in names:
+        name = str(raw).strip()
+        backward, plus, suffix = name.partition("+")
+        if backward not in BACKWARD_MODES or (plus and suffix != "ckpt"):
+            allowed = ", ".join(f"{b}[+ckpt]" for b in BACKWARD_MODES)
+            raise ValueError(f"modes: expected names among {allowed}, got {name!r}")
+        modes.append(Mode(backward, bool(plus)))
+    if not modes:
+        raise ValueError("modes: expected at least one mode, got none")
+    if len({m.name for m in modes}) != len(modes):
+        raise ValueError(f"modes: expected distinct modes, got {[m.name for m in modes]}")
+    return tuple(modes)
+
+
+def samples_available() -> bool:
+    """Whether scikit-image (and so its bundled sample images) is installed."""
+    return importlib.util.find_spec("skimage") is not None
+
+
+def parse_data(text: str) -> str:
+    """Check a ``--data`` value: ``auto``, ``samples``, ``deadleaves``, ``bsds`` or
+    ``folder:PATH``; return it unchanged."""
+    if text in ("auto", "samples", "deadleaves", "bsds"):
+        return text
+    if text.startswith("folder:") and len(text) > len("folder:"):
+        return text
+    raise ValueError(
+        f"data: expected one of samples, deadleaves, bsds, folder:PATH or auto, got {text!r}"
+    )
+
+
+def _positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+
+
+def _positive_float(name: str, value, *, allow_zero: bool = False) -> None:
+    ok = (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and (value >= 0 if allow_zero else value > 0)
+    )
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name}: expected a finite number {bound}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Everything one demo run depends on. ``None`` sizes take the device's default
+    (CPU: 32x32 crops, 64 images, 16 held out, batch 8; CUDA: 64x64, 480, 64, 32).
+
+    Physics ``"blur"``: Gaussian blur of std ``blur_sigma`` pixels, valid padding, white
+    noise of std ``noise``. Physics ``"mri"``: multi-coil Cartesian MRI with ``coils``
+    smooth coil maps and a mask of ``acceleration``-fold undersampling, complex images.
+    Model: unfolded HQS with ``layers`` layers, a shared DnCNN (``depth`` convolutions,
+    ``features`` channels), trainable per-layer ``stepsize`` and ``sigma`` (initial values
+    given), Adam at ``lr``; CG with ``max_iter`` and ``tol`` in every data step.
+    """
+
+    physics: str = "blur"
+    device: str = "auto"
+    img_size: int | None = None
+    num_images: int | None = None
+    num_eval: int | None = None
+    batch_size: int | None = None
+    epochs: int = DEFAULT_EPOCHS
+    max_iter: int = 100
+    tol: float = 1e-8
+    data: str = "auto"
+    out: str = "demo-output"
+    seed: int = 0
+    layers: int = 5
+    depth: int = 7
+    features: int = 32
+    modes: tuple[Mode, ...] = field(default_factory=lambda: parse_modes(DEFAULT_MODES))
+    lr: float = 5e-4
+    stepsize: float = 1.0
+    sigma: float = 0.1
+    blur_sigma: float = 2.5
+    noise: float = 0.1
+    acceleration: int = 4
+    coils: int = 8
+    rss: bool = False
+    rss_steps: int = 2
+    threads: int | None = None
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.physics not in PHYSICS:
+            raise ValueError(f"physics: expected one of {PHYSICS}, got {self.physics!r}")
+        for name in ("img_size", "num_images", "num_eval", "batch_size", "threads"):
+            value = getattr(self, name)
+            if value is not None:
+                _positive_int(name, value)
+        for name in ("epochs", "max_iter", "layers", "coils", "rss_steps", "features"):
+            _positive_int(name, getattr(self, name))
+        if isinstance(self.depth, bool) or not isinstance(self.depth, int) or self.depth < 2:
+            raise ValueError(f"depth: expected an integer >= 2, got {self.depth!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed: expected an integer >= 0, got {self.seed!r}")
+        if (
+            isinstance(self.acceleration, bool)
+            or not isinstance(self.acceleration, int)
+            or self.acceleration < 1
+        ):
+            raise ValueError(f"acceleration: expected an integer >= 1, got {self.acceleration!r}")
+        for name in ("lr", "stepsize", "sigma", "blur_sigma"):
+            _positive_float(name, getattr(self, name))
+        for name in ("tol", "noise"):
+            _positive_float(name, getattr(self, name), allow_zero=True)
+        parse_data(self.data)
+        if not (isinstance(self.modes, tuple) and all(isinstance(m, Mode) for m in self.modes)):
+            raise ValueError(f"modes: expected a tuple of Mode, got {self.modes!r}")
+        if not self.modes:
+            raise ValueError("modes: expected at least one mode, got none")
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except (RuntimeError, TypeError) as err:
+                raise ValueError(
+                    f"device: expected 'auto' or a torch device, got {self.device!r}"
+                ) from err
+
+    # -- resolved values ------------------------------------------------------------------
+
+    @property
+    def torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    def resolved(self) -> DemoConfig:
+        """A copy with ``device``, ``data`` and the sizes made explicit."""
+        device = self.torch_device
+        size, images, held_out, batch = CUDA_SIZES if device.type == "cuda" else CPU_SIZES
+        data = self.data
+        if data == "auto":
+            data = "samples" if samples_available() else "deadleaves"
+        values = asdict(self)
+        values.update(
+            device=str(device),
+            data=data,
+            img_size=self.img_size or size,
+            num_images=self.num_images or images,
+            num_eval=self.num_eval or held_out,
+            batch_size=self.batch_size or batch,
+            # One intra-op thread on CPU unless asked: the demo's tensors are small (a batch
+            # of 8 32x32 images), so extra threads mostly wait on each other, and on a busy
+            # 2-core machine they made a step several times slower.
+            threads=self.threads or (1 if device.type == "cpu" else None),
+            modes=self.modes,
+        )
+        return DemoConfig(**values)
+
+    @property
+    def reference(self) -> Mode:
+        """The run the others are compared with: ``unroll`` if present, else the first."""
+        for mode in self.modes:
+            if mode.name == "unroll":
+                return mode
+        return self.modes[0]
+
+    def to_dict(self) -> dict:
+        """Plain types only (for JSON and for a spawned child process)."""
+        values = asdict(self)
+        values["modes"] = [m.name for m in self.modes]
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict) -> DemoConfig:
+        values = dict(values)
+        values["modes"] = parse_modes(values["modes"])
+        return cls(**values)

@@ -1,0 +1,428 @@
+"""The demo's experiment: data, physics and model from a :class:`DemoConfig`, one training
+run per backward mode, and the memory measurements.
+
+Every run starts from the same weights (one state dict loaded into each model), sees the
+same batches in the same order and the same measurement noise (the
+:class:`~unrolled.train.Trainer` seeds both from ``(seed, epoch, iteration)``), so the
+runs differ only in how the gradient is computed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import re
+import sys
+import tempfile
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset, Subset
+
+from .. import data as datasets
+from ..fidelity import L2
+from ..linalg.cg import CG
+from ..models import DnCNN
+from ..physics import Blur, GaussianNoise, gaussian_kernel
+from ..train import (
+    PeakMemoryMeter,
+    SavedTensorMeter,
+    Trainer,
+    derive_seed,
+    epoch_batches,
+    make_loader,
+    median,
+    mse,
+    peak_rss_subprocess,
+    seeded_noise,
+)
+from ..unfolded import HQS
+from .config import DemoConfig, Mode
+
+__all__ = [
+    "ModeResult",
+    "build_data",
+    "build_model",
+    "build_physics",
+    "channels_for",
+    "measure_step",
+    "rss_of_mode",
+    "train_mode",
+]
+
+CHANNELS = 3
+
+
+# -- data -----------------------------------------------------------------------------------
+
+
+def _folder_split(path: str, cfg: DemoConfig) -> tuple[Dataset, Dataset]:
+    """Random crops of the first images of a folder for training, centre crops of the held-out
+    rest (the last tenth, at least one image) for evaluation; or the ``train`` and
+    ``test``/``val`` sub-folders when there are such."""
+    root = os.path.expanduser(path)
+    subdirs = {
+        name: os.path.join(root, name)
+        for name in ("train", "test", "val")
+        if os.path.isdir(os.path.join(root, name))
+    }
+    held_out = subdirs.get("test") or subdirs.get("val")
+    if "train" in subdirs and held_out:
+        train = datasets.ImageFolder(subdirs["train"], crop=cfg.img_size, seed=cfg.seed)
+        evals = datasets.ImageFolder(held_out, crop=cfg.img_size, train=False)
+        return (
+            Subset(train, range(min(cfg.num_images, len(train)))),
+            Subset(evals, range(min(cfg.num_eval, len(evals)))),
+        )
+    train = datasets.ImageFolder(root, crop=cfg.img_size, seed=cfg.seed)
+    evals = datasets.ImageFolder(root, crop=cfg.img_size, train=False)
+    n = len(train)
+    if n < 2:
+        raise ValueError(f"data: folder:{path} needs at least 2 images (train + held out), got {n}")
+    n_eval = max(1, n // 10)
+    n_train = min(cfg.num_images, n - n_eval)
+    return Subset(train, range(n_train)), Subset(evals, range(n - n_eval, n))
+
+
+def build_data(cfg: DemoConfig) -> tuple[Dataset, Dataset, str]:
+    """``(training set, held-out set, description)`` of real ``(3, S, S)`` images in ``[0, 1]``.
+
+    ``samples``: random crops of scikit-image's training photographs (``num_images`` crops)
+    and of its evaluation photographs (``num_eval``, other pictures). ``deadleaves``: two
+    independent procedural sets. ``bsds``: BSDS500 train / test (downloaded once into the
+    cache). ``folder:PATH``: see :func:`_folder_split`.
+    """
+    size, n, n_eval = cfg.img_size, cfg.num_images, cfg.num_eval
+    if cfg.data == "samples":
+        train = datasets.SampleImages("train", crop=size, length=n, seed=cfg.seed)
+        evals = datasets.SampleImages(
+            "eval", crop=size, length=n_eval, random_crops=True, seed=cfg.seed + 1
+        )
+        what = f"scikit-image samples: {n} training crops of 9 photos, {n_eval} of 3 held-out"
+    elif cfg.data == "deadleaves":
+        train = datasets.DeadLeaves(size, CHANNELS, n, seed=cfg.seed)
+        # An independent stream of images for evaluation.
+        evals = datasets.DeadLeaves(size, CHANNELS, n_eval, seed=derive_seed(cfg.seed, 99) % 2**31)
+        what = f"dead leaves: {n} training images, {n_eval} held-out"
+    elif cfg.data == "bsds":
+        root = datasets.download_dataset("BSDS500")
+        images = os.path.join(root, "BSR", "BSDS500", "data", "images")
+        train, evals = _folder_split(images, cfg)
+        what = f"BSDS500: {len(train)} training crops, {len(evals)} test crops"
+    else:
+        path = cfg.data[len("folder:") :]
+        train, evals = _folder_split(path, cfg)
+        what = f"folder {path}: {len(train)} training crops, {len(evals)} held-out"
+    if cfg.physics == "mri":
+        from .mri import ComplexImages
+
+        train = ComplexImages(train, seed=cfg.seed)
+        evals = ComplexImages(evals, seed=derive_seed(cfg.seed, 98) % 2**31)
+        what += "; grey, times a smooth random phase (complex)"
+    return train, evals, what
+
+
+def channels_for(cfg: DemoConfig) -> int:
+    """Image channels the model sees: 3 (RGB) for blur, 1 (complex) for MRI."""
+    return CHANNELS if cfg.physics == "blur" else 1
+
+
+# -- physics and model ----------------------------------------------------------------------
+
+
+def build_physics(cfg: DemoConfig) -> nn.Module:
+    """The measurement model: blur (valid padding) + Gaussian noise, or multi-coil MRI."""
+    if cfg.physics == "mri":
+        from .mri import build_mri_physics
+
+        return build_mri_physics(cfg)
+    kernel = gaussian_kernel(cfg.blur_sigma)
+    k = kernel.shape[-1]
+    if cfg.img_size <= k:
+        raise ValueError(
+            f"img_size: valid padding needs images larger than the {k}x{k} blur kernel "
+            f"(blur sigma {cfg.blur_sigma}), got {cfg.img_size}; use a larger --img-size "
+            "or a smaller --blur-sigma"
+        )
+    return Blur(kernel, padding="valid", noise=GaussianNoise(cfg.noise))
+
+
+def build_denoiser(cfg: DemoConfig) -> nn.Module:
+    if cfg.physics == "mri":
+        from .complex import ComplexDenoiser
+
+        return ComplexDenoiser(DnCNN(2, 2, depth=cfg.depth, features=cfg.features))
+    return DnCNN(CHANNELS, CHANNELS, depth=cfg.depth, features=cfg.features)
+
+
+def build_model(cfg: DemoConfig, mode: Mode) -> HQS:
+    """Unfolded HQS with a shared DnCNN, trainable stepsize and sigma, and an L2 data step
+    solved by CG with the mode's backward."""
+    fidelity = L2(solver=CG(max_iter=cfg.max_iter, tol=cfg.tol), backward=mode.backward)
+    return HQS(
+        layers=cfg.layers,
+        denoiser=build_denoiser(cfg),
+        fidelity=fidelity,
+        stepsize=cfg.stepsize,
+        sigma=cfg.sigma,
+        trainable=("stepsize", "sigma"),
+        checkpoint_layers=mode.checkpoint_layers,
+    )
+
+
+def initial_state(cfg: DemoConfig) -> dict[str, Tensor]:
+    """The weights every run starts from (a function of the seed only)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg, cfg.modes[0])
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def fidelity_of(model: HQS) -> L2:
+    return model.fidelity
+
+
+# -- memory ---------------------------------------------------------------------------------
+
+# What the kineto profiler (used by PeakMemoryMeter on CPU) prints on stderr at each start
+# and stop; it says nothing about the run.
+_PROFILER_CHATTER = re.compile(
+    rb"(SyncActivityProfilerHandler|Memory block of unknown size|init\.cpp.*daemon"
+    rb"|IpcFabricConfigClient)"
+)
+
+
+@contextlib.contextmanager
+def _without_profiler_chatter():
+    """Send stderr (file descriptor 2) to a temporary file inside the block, then write back
+    every line except the profiler's start/stop notices."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # pytest capture, notebooks
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), fd)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, fd)
+            os.close(saved)
+            tmp.seek(0)
+            kept = [line for line in tmp if not _PROFILER_CHATTER.search(line)]
+            if kept:
+                os.write(fd, b"".join(kept))
+
+
+def _forward_backward(model: nn.Module, physics: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    loss = mse(model(y, physics), x)
+    loss.backward()
+    return loss
+
+
+def measure_step(
+    model: HQS, physics: nn.Module, x: Tensor, y: Tensor, device: torch.device | str
+) -> dict:
+    """Memory of one training step's forward and backward, after one unmeasured warm-up step
+    (so one-off allocations, e.g. FFT plans and thread pools, are left out).
+
+    Returns ``peak_bytes`` (every allocation and free over forward and backward, tensors
+    recomputed by checkpointing included: :class:`~unrolled.train.PeakMemoryMeter`),
+    ``saved_bytes`` (peak of bytes held for backward, :class:`SavedTensorMeter`; it does not
+    see what checkpointing recomputes), ``meter`` and the CG iterations of the step. The
+    gradients are cleared afterwards; the parameters are not changed.
+    """
+    device = torch.device(device)
+    model.zero_grad(set_to_none=True)
+    _forward_backward(model, physics, x, y)
+    model.zero_grad(set_to_none=True)
+    stats = fidelity_of(model).stats
+    stats.reset()
+    with _without_profiler_chatter(), PeakMemoryMeter(device) as peak:
+        with SavedTensorMeter() as saved:
+            loss = mse(model(y, physics), x)
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+    return {
+        "peak_bytes": int(peak.peak_bytes),
+        "saved_bytes": int(saved.peak_saved_bytes),
+        "meter": (
+            "torch.cuda.max_memory_allocated"
+            if device.type == "cuda"
+            else "CPU allocator events (torch profiler)"
+        ),
+        "cg_forward": stats.mean_forward,
+        "cg_backward": stats.mean_backward,
+    }
+
+
+def first_batch(cfg: DemoConfig, loader, physics: nn.Module, device, trainer: Trainer):
+    """The first training batch and its measurement, exactly as the trainer's step 1."""
+    x = next(epoch_batches(loader, cfg.seed, 0))
+    x = (x[0] if isinstance(x, (tuple, list)) else x).to(device)
+    with torch.no_grad(), seeded_noise(physics, trainer.measurement_seed(0, 0), device):
+        y = physics(x)
+    return x, y
+
+
+# -- RSS of a separate process ----------------------------------------------------------------
+
+
+def _rss_setup(config: dict, mode_name: str, state: dict, threads: int):
+    """In the child: build everything a training step needs (not measured)."""
+    from .config import parse_modes
+
+    torch.set_num_threads(threads)
+    cfg = DemoConfig.from_dict(config)
+    (mode,) = parse_modes(mode_name)
+    physics = build_physics(cfg)
+    model = build_model(cfg, mode)
+    model.load_state_dict(state)
+    train, _, _ = build_data(cfg)
+    loader = make_loader(train, cfg.batch_size)
+    trainer = Trainer(model, physics, loader, lr=cfg.lr, progress=False, seed=cfg.seed)
+    x, y = first_batch(cfg, loader, physics, "cpu", trainer)
+    # Touch the libraries' one-off buffers (thread pools, conv kernels) on a tiny input.
+    small = torch.randn(1, 2, 8, 8, requires_grad=True)
+    nn.functional.conv2d(small, torch.randn(2, 2, 3, 3)).sum().backward()
+    return model, physics, trainer.optimizer, x, y
+
+
+def _rss_steps(state, steps: int) -> float:
+    """In the child: ``steps`` training steps (forward, backward, Adam update)."""
+    model, physics, optimizer, x, y = state
+    loss = torch.zeros(())
+    for _ in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        loss = _forward_backward(model, physics, x, y)
+        optimizer.step()
+    return float(loss)
+
+
+def rss_of_mode(cfg: DemoConfig, mode: Mode, state: dict) -> dict:
+    """Peak resident memory above the baseline (imports, data, model built) of a fresh
+    process running ``cfg.rss_steps`` training steps of ``mode`` on the first batch (CPU)."""
+    cpu_cfg = DemoConfig.from_dict({**cfg.to_dict(), "device": "cpu"})
+    setup = functools.partial(
+        _rss_setup, cpu_cfg.to_dict(), mode.name, state, torch.get_num_threads()
+    )
+    report = peak_rss_subprocess(_rss_steps, cfg.rss_steps, setup=setup, timeout=600)
+    return {
+        "peak_above_baseline_bytes": int(report.peak_above_baseline_bytes),
+        "baseline_bytes": int(report.baseline_bytes),
+        "peak_bytes": int(report.peak_bytes),
+        "hwm_reset": bool(report.hwm_reset),
+        "steps": cfg.rss_steps,
+    }
+
+
+# -- one run ----------------------------------------------------------------------------------
+
+
+@dataclass
+class ModeResult:
+    """What one training run produced (plain numbers, plus a few estimates for the figure)."""
+
+    mode: Mode
+    losses: list[float]
+    times: list[float]
+    time_per_iter: float
+    memory: dict
+    cg_forward: float
+    cg_backward: float
+    cg_unconverged: int
+    psnr_before: float
+    psnr_after: float
+    psnr_adjoint: float
+    stepsize: list[float]
+    sigma: list[float]
+    train_seconds: float
+    rss: dict | None = None
+    estimates: Tensor | None = field(default=None, repr=False)
+
+
+def train_mode(
+    cfg: DemoConfig,
+    mode: Mode,
+    state: dict,
+    train_set: Dataset,
+    eval_set: Dataset,
+    eval_x: Tensor,
+    eval_y: Tensor,
+) -> ModeResult:
+    """Train the model of ``mode`` from ``state`` and measure it.
+
+    ``eval_x`` / ``eval_y``: a few held-out images and their measurements, reconstructed
+    after training for the figure.
+    """
+    device = cfg.torch_device
+    physics = build_physics(cfg).to(device)
+    model = build_model(cfg, mode)
+    model.load_state_dict(state)
+    model.to(device)
+    loader = make_loader(train_set, cfg.batch_size)
+    eval_loader = make_loader(eval_set, cfg.batch_size, shuffle=False)
+    trainer = Trainer(
+        model,
+        physics,
+        loader,
+        eval_data=eval_loader,
+        lr=cfg.lr,
+        epochs=cfg.epochs,
+        device=device,
+        seed=cfg.seed,
+        out_dir=None,
+        eval_every=cfg.epochs,
+        progress=cfg.progress,
+        tensorboard=False,
+        plots=False,
+    )
+    x, y = first_batch(cfg, loader, physics, device, trainer)
+    memory = measure_step(model, physics, x, y, device)
+    rss = rss_of_mode(cfg, mode, state) if cfg.rss else None
+
+    history = trainer.fit()
+    train = history["train"]
+    losses = [float(r["loss"]) for r in train]
+    times = [float(r["time_s"]) for r in train]
+    evals = history["eval"]
+    model.eval()
+    with torch.no_grad():
+        estimates = model(eval_y.to(device), physics).detach().cpu()
+    return ModeResult(
+        mode=mode,
+        losses=losses,
+        times=times,
+        # The first step pays for one-off set-up (allocator growth, caches): left out.
+        time_per_iter=median(times, skip_first=1 if len(times) > 1 else 0),
+        memory=memory,
+        cg_forward=_mean(r.get("cg_forward", 0.0) for r in train),
+        cg_backward=_mean(r.get("cg_backward", 0.0) for r in train),
+        cg_unconverged=int(sum(r.get("cg_unconverged", 0) for r in train)),
+        psnr_before=float(evals[0]["psnr"]),
+        psnr_after=float(evals[-1]["psnr"]),
+        psnr_adjoint=float(evals[0]["psnr_baseline"]),
+        stepsize=[float(v) for v in model.stepsize.detach().cpu()],
+        sigma=[float(v) for v in model.sigma.detach().cpu()],
+        train_seconds=float(sum(times)),
+        rss=rss,
+        estimates=estimates,
+    )
+
+
+def _mean(values) -> float:
+    values = [float(v) for v in values]
+    return sum(values) / len(values) if values else 0.0
+
+
+def eval_batch(cfg: DemoConfig, eval_set: Dataset, physics: nn.Module, n: int = 4):
+    """The first ``n`` held-out images and their measurements (noise from the seed)."""
+    x = torch.stack([eval_set[i] for i in range(min(n, len(eval_set)))])
+    with torch.no_grad(), seeded_noise(physics, derive_seed(cfg.seed, 77), "cpu"):
+        y = physics.to("cpu")(x)
+    return x, y

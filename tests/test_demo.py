@@ -1,0 +1,227 @@
+"""`unrolled demo`: the command end to end (subprocess), and the memory ordering it reports."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import unrolled as ur
+from unrolled.demo import DemoConfig, run_demo
+from unrolled.demo.complex import ComplexDenoiser
+from unrolled.demo.config import Mode, parse_modes
+from unrolled.demo.experiment import (
+    build_data,
+    build_model,
+    build_physics,
+    initial_state,
+    measure_step,
+)
+from unrolled.demo.mri import ComplexImages
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+MODES = ("unroll", "implicit", "implicit+ckpt")
+TINY = [
+    "--img-size", "16", "--num-images", "8", "--num-eval", "4", "--batch-size", "4",
+    "--epochs", "1", "--depth", "3", "--features", "8", "--layers", "2",
+    "--blur-sigma", "1.0", "--data", "deadleaves", "--threads", "1", "--no-progress",
+]  # fmt: skip
+
+
+def _run_cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run(
+        [sys.executable, "-m", "unrolled", "demo", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def _assert_png(path: Path) -> None:
+    assert path.is_file(), path
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        im.verify()  # a truncated or corrupt file raises here
+    with Image.open(path) as im:
+        assert im.size[0] > 100 and im.size[1] > 100
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    proc = _run_cli(*TINY, "--out", str(out))
+    return proc, out
+
+
+def test_cli_exits_cleanly_and_writes_its_files(cli_run):
+    proc, out = cli_run
+    assert proc.returncode == 0, proc.stderr
+    for name in ("loss.png", "reconstructions.png"):
+        _assert_png(out / name)
+    # The table names every run and the profiler's start/stop chatter is not in the output.
+    for mode in MODES:
+        assert mode in proc.stdout
+    assert "profiler_start" not in proc.stdout + proc.stderr
+
+
+def test_cli_report_fields(cli_run):
+    proc, out = cli_run
+    report = json.loads((out / "report.json").read_text())
+    assert report["reference"] == "unroll"
+    assert report["config"]["img_size"] == 16 and report["config"]["epochs"] == 1
+    assert list(report["modes"]) == list(MODES)
+    steps = 2  # 8 images / batch 4, one epoch
+    for name, m in report["modes"].items():
+        assert m["time_per_iter_s"] > 0
+        assert len(m["times_s"]) == steps and all(t > 0 for t in m["times_s"])
+        assert len(m["loss"]) == steps and all(math.isfinite(v) for v in m["loss"])
+        mem = m["memory"]
+        assert mem["peak_bytes"] > 0 and mem["saved_bytes"] > 0
+        assert mem["peak_reduction"] > 0 and mem["saved_reduction"] > 0
+        assert m["cg"]["forward"] >= 1
+        # unroll differentiates through the iterations: no backward solve; implicit: one
+        # backward solve per prox, to the same tolerance, so at least one iteration.
+        assert (m["cg"]["backward"] == 0) == (name == "unroll")
+        for key in ("before", "after", "adjoint"):
+            assert math.isfinite(m["psnr"][key])
+        assert len(m["learned"]["stepsize"]) == 2 and len(m["learned"]["sigma"]) == 2
+    ref = report["modes"]["unroll"]
+    assert ref["memory"]["peak_reduction"] == 1.0
+    assert ref["loss_diff_vs_reference"]["max_abs"] == 0.0
+    for name in MODES[1:]:
+        m = report["modes"][name]
+        # Same weights, batch and noise: the first forward pass is the same computation
+        # whatever the backward mode, so the first losses are bit-identical.
+        assert m["loss"][0] == ref["loss"][0]
+        # After one Adam step (whose first update is lr * sign(grad), elementwise) the runs
+        # can only part where a gradient component changes sign between modes; the
+        # gradients agree to CG's float32 accuracy, so the losses agree to far better than
+        # 1e-3 relative.
+        assert m["loss_diff_vs_reference"]["mean_rel"] < 1e-3
+    assert report["files"]["report"].endswith("report.json")
+
+
+def test_cli_rejects_an_image_smaller_than_the_blur_kernel(tmp_path, capsys):
+    # sigma 2.5 -> a 17x17 kernel: valid padding leaves nothing of a 16x16 image. Run in
+    # process (the same entry point as the console script) to spare an interpreter start.
+    from unrolled.cli import main
+
+    code = main(["demo", "--img-size", "16", "--data", "deadleaves", "--out", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "img_size" in err and "17x17" in err
+    assert not (tmp_path / "report.json").exists()
+
+
+def _small_config(**changes) -> DemoConfig:
+    values = dict(
+        device="cpu",
+        img_size=20,
+        num_images=4,
+        num_eval=2,
+        batch_size=2,
+        epochs=1,
+        layers=2,
+        depth=3,
+        features=8,
+        blur_sigma=1.0,
+        data="deadleaves",
+        progress=False,
+    )
+    values.update(changes)
+    return DemoConfig(**values).resolved()
+
+
+def _peaks(cfg: DemoConfig) -> dict[str, dict]:
+    physics = build_physics(cfg)
+    state = initial_state(cfg)
+    train, _, _ = build_data(cfg)
+    x = torch.stack([train[i] for i in range(cfg.batch_size)])
+    y = physics(x)
+    result = {}
+    for mode in cfg.modes:
+        model = build_model(cfg, mode)
+        model.load_state_dict(state)
+        result[mode.name] = measure_step(model, physics, x, y, "cpu")
+    return result
+
+
+def test_peak_memory_ordering_blur():
+    # Unroll keeps every CG iterate of every layer; implicit keeps one point per prox, so
+    # less; layer checkpointing keeps only the layers' inputs plus one layer's activations
+    # at a time, so less again. (Stepsize 10: ~15 CG iterations per solve.)
+    peaks = _peaks(_small_config(stepsize=10.0))
+    unroll, implicit, ckpt = (peaks[m] for m in MODES)
+    assert implicit["peak_bytes"] < unroll["peak_bytes"]
+    assert ckpt["peak_bytes"] < implicit["peak_bytes"]
+    assert implicit["saved_bytes"] < unroll["saved_bytes"]
+    assert ckpt["saved_bytes"] < implicit["saved_bytes"]
+    # All three solved the same systems (same weights, same input).
+    assert unroll["cg_forward"] == implicit["cg_forward"] == ckpt["cg_forward"] > 1
+
+
+def test_run_demo_mri_in_process(tmp_path):
+    cfg = _small_config(
+        physics="mri", img_size=16, coils=4, stepsize=10.0, num_images=4, out=str(tmp_path)
+    )
+    report = run_demo(cfg, echo=lambda *a: None)
+    assert list(report["modes"]) == list(MODES)
+    for m in report["modes"].values():
+        assert math.isfinite(m["psnr"]["after"]) and m["cg"]["forward"] > 1
+    # The memory ordering holds for complex multi-coil data too.
+    unroll, implicit, ckpt = (report["modes"][m]["memory"]["peak_bytes"] for m in MODES)
+    assert ckpt < implicit < unroll
+    assert report["modes"]["implicit"]["memory"]["peak_reduction"] > 1
+    _assert_png(tmp_path / "reconstructions.png")
+    _assert_png(tmp_path / "loss.png")
+
+
+def test_complex_images_and_denoiser():
+    base = ur.data.DeadLeaves(12, 3, 2, seed=0)
+    images = ComplexImages(base, seed=3)
+    x = images[1]
+    assert x.dtype == torch.complex64 and x.shape == (1, 12, 12)
+    # The magnitude is the grey level; the same item is the same every time.
+    torch.testing.assert_close(x.abs(), base[1].mean(0, keepdim=True), rtol=1e-5, atol=1e-6)
+    assert torch.equal(images[1], x)
+    assert x.angle().std() > 0.05  # really complex, not a constant phase
+
+    class Scale(torch.nn.Module):  # acts on (real, imag) channels as a known linear map
+        def forward(self, z, sigma):
+            return torch.cat([2 * z[:, :1] - z[:, 1:], z[:, :1] + 3 * z[:, 1:]], dim=1)
+
+    z = torch.randn(2, 1, 5, 5, dtype=torch.complex64)
+    out = ComplexDenoiser(Scale())(z, 0.1)
+    expected = torch.complex(2 * z.real - z.imag, z.real + 3 * z.imag)
+    torch.testing.assert_close(out, expected)
+    with pytest.raises(ValueError, match="x: expected a complex tensor"):
+        ComplexDenoiser(Scale())(z.real, 0.1)
+
+
+def test_config_errors_name_the_argument():
+    assert [m.name for m in parse_modes("unroll, implicit+ckpt")] == ["unroll", "implicit+ckpt"]
+    assert parse_modes("checkpoint") == (Mode("checkpoint"),)
+    with pytest.raises(ValueError, match="modes: expected names among"):
+        parse_modes("implicit+layers")
+    with pytest.raises(ValueError, match="modes: expected distinct"):
+        parse_modes("unroll,unroll")
+    with pytest.raises(ValueError, match="physics: expected one of"):
+        DemoConfig(physics="ct")
+    with pytest.raises(ValueError, match="img_size: expected an integer >= 1, got 0"):
+        DemoConfig(img_size=0)
+    with pytest.raises(ValueError, match="data: expected one of"):
+        DemoConfig(data="imagenet")
+    with pytest.raises(ValueError, match="lr: expected a finite number > 0"):
+        DemoConfig(lr=-1.0)
+    cfg = DemoConfig(device="cpu").resolved()
+    assert (cfg.img_size, cfg.num_images, cfg.batch_size) == (32, 64, 8)
+    assert DemoConfig.from_dict(cfg.to_dict()) == cfg
