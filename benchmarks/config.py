@@ -84,10 +84,11 @@ class BenchConfig:
     scale_batches: tuple[int, ...] = (1, 2, 4, 8, 16)
     scale_modes: tuple[str, ...] = ("denoiser", "implicit", "unroll")
     scale_warmup: int = 1
-    # the profiler behind the CPU peak-allocated figure slows a step down 5-15x: the
+    # one timed step per point: the 256x256 points cost about 20 s a step on 2 cores
+    scale_iters: int = 1
+    # the profiler behind the CPU peak-allocated figure slows a step down 1.5-3x: the
     # sweeps report saved bytes only unless asked
     scale_peak_alloc: bool = False
-    scale_iters: int = 2
     sections: tuple[str, ...] = SECTIONS
 
     def __post_init__(self):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from matplotlib.ticker import NullLocator
+
 __all__ = ["write_plots"]
 
 MIB = 2**20
@@ -76,6 +78,9 @@ def _lines(ax, rows, key, value, scale=1.0, style="-", suffix=""):
                 label=mode + suffix,
             )
     ax.set_xscale("log", base=2)
+    ticks = sorted({r[key] for r in rows})
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.set_yscale("log")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
@@ -88,7 +93,6 @@ def _scaling(results: dict, out: Path) -> list[str]:
         s = scaling["max_iter"]
         fig, (ax,) = _figure(6.5, 4.5)
         _lines(ax, s["rows"], "max_iter", "saved_bytes", MIB)
-        ax.set_xscale("log")
         ax.set_xlabel("CG max_iter (all iterations run)")
         ax.set_ylabel("MiB saved for backward")
         ax.set_title(f"saved bytes vs max_iter, {s['size']}x{s['size']} batch {s['batch']}")

@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-peak-alloc",
         action="store_true",
         help="skip the peak-allocated figure (on CPU a profiler that slows the "
-        "metered step down 5-15x)",
+        "metered step down 1.5-3x)",
     )
     p.add_argument(
         "--scale-peak-alloc",
@@ -300,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
                 size,
                 cfg.batch,
                 threads,
+                import_deepinv=deepinv is not None,
                 progress=lambda mode, r, size=size: log(f"rss {size}x{size} {mode}: {r}"),
             )
             for size in cfg.sizes

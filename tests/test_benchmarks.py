@@ -19,7 +19,7 @@ TINY = [
     "--sizes", "20", "--batch", "2", "--iters", "1", "--warmup", "1",
     "--layers", "2", "--depth", "3", "--features", "4", "--blur-sigma", "1",
     "--cg-extra-gammas", "--scale-max-iters", "3", "6", "--scale-max-iter-size", "16",
-    "--scale-sizes", "12", "16", "--scale-batches", "1", "2", "--scale-iters", "1",
+    "--scale-sizes", "12", "--scale-batches", "1", "--scale-iters", "1",
     "--rss-modes", "implicit", "--no-deepinv", "--quiet", "--threads", "1",
 ]  # fmt: skip
 
@@ -80,15 +80,21 @@ def test_rss_and_cg_and_scaling(results):
     # implicit: O(1) in the iterations; unroll: every iterate kept
     assert saved[("implicit", 3)] == saved[("implicit", 6)]
     assert saved[("unroll", 6)] > saved[("unroll", 3)]
-    sizes = {r["size"] for r in results["scaling"]["size"]["rows"]}
-    batches = {r["batch"] for r in results["scaling"]["batch"]["rows"]}
-    assert sizes == {12, 16} and batches == {1, 2}
+    size_rows = results["scaling"]["size"]["rows"]
+    batch_rows = results["scaling"]["batch"]["rows"]
+    assert {(r["size"], r["batch"], r["mode"]) for r in size_rows} == {
+        (12, 2, m) for m in ("denoiser", "implicit", "unroll")
+    }
+    assert {(r["size"], r["batch"]) for r in batch_rows} == {(20, 1)}
+    assert all(r["time_s"] > 0 and r["saved_bytes"] > 0 for r in size_rows + batch_rows)
     assert results["headline"]["implicit_saved_max_iter_ratio"]["ratio"] == 1.0
 
 
 def test_outputs_written(results):
     out = results["_out"]
-    assert (out / "table.md").read_text().count("| implicit |") == 1
+    table = (out / "table.md").read_text()
+    assert "### 20x20, batch 2" in table and "### CG iterations" in table
+    assert sum(line.startswith("| implicit | ") for line in table.splitlines()) == 1
     names = {p.split("/")[-1] for p in results["plots"]}
     assert {"main_20.png", "saved_vs_max_iter.png", "cg_iterations.png"} <= names
     for name in names:
@@ -157,6 +163,10 @@ def test_deepinv_prox_matches_ours():
     gamma = torch.tensor(2.0, dtype=torch.float64)
     theirs = step.prox(z, y, ours, gamma)
     exact = ur.linalg.prox_l2(ours, z, y, gamma, solver=ur.CG(max_iter=500, tol=1e-13))
-    # deepinv's CG divides by (p^T A p + 1e-8): its error is about 1e-8 relative here
-    torch.testing.assert_close(theirs, exact, rtol=0, atol=1e-6)
+    # deepinv's CG adds an absolute 1e-8 to the squared norms it divides by (alpha and
+    # beta), which stalls it once ||r||^2 is near 1e-8: about 1e-5 absolute here.
+    torch.testing.assert_close(theirs, exact, rtol=0, atol=1e-4)
+    # the test separates the step conventions: 1/gamma instead of gamma is far off
+    other = ur.linalg.prox_l2(ours, z, y, 1 / gamma, solver=ur.CG(max_iter=500, tol=1e-13))
+    assert (other - exact).abs().max() > 1e-2
     assert step.stats.forward_solves == 1 and step.stats.mean_forward >= 1
