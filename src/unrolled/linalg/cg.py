@@ -7,9 +7,12 @@ right-hand side of size 1e-8 is solved to the same relative accuracy as one of s
 
 In finite precision the recursively updated residual keeps falling after the true
 residual ``b - K x`` has reached the floor the dtype allows (about ``eps * cond``).
-With ``stop_at_floor`` the true residual is recomputed every ``floor_check_every``
-iterations; once it is dominated by rounding (the recursive and true residuals
-differ by more than half the true one) the sample stops as ``"stagnated"``. A
+With ``stop_at_floor`` the true residual is recomputed (one extra application of ``K``)
+once a sample's recursive residual is near the dtype's reach (below ``FLOOR_ZONE * eps``
+relative), then every ``floor_check_every`` iterations, and in any case every
+``FLOOR_FALLBACK * floor_check_every`` iterations; once it is dominated by rounding (the
+recursive and true residuals differ by more than half the true one) the sample stops as
+``"stagnated"``. Well-conditioned solves that reach ``tol`` first never pay for a check. A
 tolerance below what the dtype can reach then costs a few iterations, not
 ``max_iter``. Stagnated samples count as converged to the floor.
 """
@@ -30,6 +33,10 @@ __all__ = ["CG", "SolveInfo", "NonConvergenceError", "NonConvergenceWarning", "c
 ON_FAILURE = ("warn", "raise", "ignore")
 #: iterations between two convergence checks on a GPU when ``check_every`` is ``None``
 CUDA_CHECK_EVERY = 8
+#: true-residual checks start once a recursive relative residual is below this times eps
+FLOOR_ZONE = 1e3
+#: ... and happen at least every this many times ``floor_check_every`` iterations anyway
+FLOOR_FALLBACK = 4
 
 
 class NonConvergenceWarning(UserWarning):
@@ -51,7 +58,7 @@ class CG:
             ``"warn"`` (default), ``"raise"`` or ``"ignore"``.
         stop_at_floor: stop a sample whose true residual has reached the
             floating-point floor (status ``"stagnated"``, counted as converged).
-        floor_check_every: iterations between two true-residual checks (one extra
+        floor_check_every: iterations at least between two true-residual checks (one extra
             application of the system operator each).
         check_every: iterations between two host synchronisations of the
             all-converged test. Frozen samples stay frozen in between, so the answer
@@ -67,7 +74,7 @@ class CG:
     tol: float = 1e-8
     on_failure: str = "warn"
     stop_at_floor: bool = True
-    floor_check_every: int = 10
+    floor_check_every: int = 5
     check_every: int | None = None
     preconditioner: object = "auto"
 
@@ -152,7 +159,7 @@ def cg(
     tol: float = 1e-8,
     on_failure: str = "warn",
     stop_at_floor: bool = True,
-    floor_check_every: int = 10,
+    floor_check_every: int = 5,
     check_every: int | None = None,
     iterations: Tensor | None = None,
     what: str = "solve",
@@ -210,6 +217,8 @@ def cg(
     z = precond(r) if precond is not None else r
     p = z.clone() if in_place and z is r else z
     rz = batch_inner(r, z)
+    floor_zone = FLOOR_ZONE * torch.finfo(real_dtype).eps * b_norm
+    last_floor_check = 0
     # Replay runs each sample's recorded count; a normal solve stops at max_iter at most.
     limit = (int(target.max()) if batch else 0) if replay else max_iter
     k = 0
@@ -248,7 +257,10 @@ def cg(
             active = active & (its < target)
             continue
         active = active & (r_norm > threshold)
-        if stop_at_floor and k % floor_check_every == 0:
+        if stop_at_floor and _floor_check_due(
+            k, last_floor_check, floor_check_every, check_every, active, r_norm, floor_zone
+        ):
+            last_floor_check = k
             # The recursion r drifts from b - Kx by rounding; when the drift is as large as
             # the true residual, further steps cannot make the true residual smaller.
             with torch.no_grad():
@@ -277,6 +289,17 @@ def cg(
     if 2 in codes:
         _report_failure(info, on_failure, what)
     return x, info
+
+
+def _floor_check_due(k, last, every, check_every, active, r_norm, zone) -> bool:
+    """Whether to recompute the true residual at iteration ``k`` (see the module doc)."""
+    since = k - last
+    if since >= FLOOR_FALLBACK * every:
+        return True
+    # Looking at the residuals needs a host synchronisation: only where one happens anyway.
+    if since < every or k % check_every != 0:
+        return False
+    return bool((active & (r_norm < zone)).any())
 
 
 def _report_failure(info: SolveInfo, on_failure: str, what: str) -> None:
