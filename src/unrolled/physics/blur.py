@@ -192,7 +192,8 @@ class Blur(Physics):
         kh, kw = k.shape[-2:]
         if not transpose:
             full = apply_spectrum(x, self._spectrum(x, x.shape[-2:], centred=False))
-            return full[..., kh - 1 :, kw - 1 :]
+            # a copy, not a view: a view would keep the whole grid alive wherever it is kept
+            return full[..., kh - 1 :, kw - 1 :].contiguous()
         extended = F.pad(x, (kw - 1, 0, kh - 1, 0))
         return apply_spectrum(
             extended, self._spectrum(x, extended.shape[-2:], centred=False).conj()
