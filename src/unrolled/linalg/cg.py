@@ -111,7 +111,8 @@ class SolveInfo:
         residual: ``(B,)`` final relative residual ``||b - K x|| / ||b||`` (the true
             residual for stagnated samples, the recursive one otherwise; 0 for b = 0).
         converged: ``(B,)`` bool, reached ``tol`` or the floating-point floor.
-        status: per sample ``"converged"``, ``"stagnated"`` or ``"max_iter"``.
+        status: per sample ``"converged"``, ``"stagnated"``, ``"max_iter"`` or
+            ``"nonfinite"`` (the right-hand side holds NaN/inf: the solution is NaN).
         max_iter, tol: the settings the solve ran with.
     """
 
@@ -240,14 +241,20 @@ def cg(
 
     if not replay:
         status_code = torch.where(active, torch.full_like(status_code, 2), status_code)
+    nonfinite = ~torch.isfinite(b_norm)
+    if bool(nonfinite.any()):
+        # The stopping test is never true for a NaN/inf right-hand side, which would leave
+        # x at its start (zero): a silent, wrong solution. NaN says what happened.
+        x = torch.where(_per_sample(nonfinite, b), torch.full_like(x, float("nan")), x)
+        status_code = torch.where(nonfinite, torch.full_like(status_code, 3), status_code)
     rel = torch.where(status_code == 1, true_residual, r_norm)
     rel = torch.where(zero_rhs, torch.zeros_like(rel), rel / torch.where(zero_rhs, 1, b_norm))
-    names = ("converged", "stagnated", "max_iter")
+    names = ("converged", "stagnated", "max_iter", "nonfinite")
     codes = status_code.tolist()
     info = SolveInfo(
         iterations=its,
         residual=rel.detach(),
-        converged=status_code < 2,
+        converged=status_code < 2,  # max_iter and nonfinite are not
         status=[names[c] for c in codes],
         max_iter=max_iter,
         tol=tol,

@@ -33,6 +33,7 @@ __all__ = [
     "load_checkpoint",
     "numbered_checkpoints",
     "load_latest",
+    "remove_stale_temporaries",
     "CheckpointWarning",
     "LATEST",
     "PREVIOUS",
@@ -100,9 +101,28 @@ def numbered_checkpoints(folder: str | os.PathLike) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files a killed writer left in ``folder`` (``.latest.pt.*.tmp``
+    and the like; never a checkpoint itself) and return them. Call it only where no
+    other process is writing checkpoints to ``folder``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for pattern in (f".{LATEST}.*.tmp", f".{PREVIOUS}.*.tmp", ".checkpoint-*.pt.*.tmp"):
+        for path in folder.glob(pattern):
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
 def _link_atomically(source: Path, target: Path) -> bool:
     """Make ``target`` a second name of ``source`` (hard link to a temporary name, then an
     atomic rename); ``False`` where hard links are not supported."""
+    with contextlib.suppress(OSError):
+        if os.path.samefile(source, target):
+            return True  # already; and renaming a link over the same file would be a no-op
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     os.unlink(tmp)
@@ -113,6 +133,11 @@ def _link_atomically(source: Path, target: Path) -> bool:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         return False
+    finally:
+        # POSIX: renaming a hard link over another name of the same file does nothing and
+        # leaves the source name; a writer racing us could have made that happen.
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
     _fsync_dir(target.parent)
     return True
 

@@ -53,7 +53,13 @@ from torch import Tensor, nn
 from ..fidelity import SolveStats
 from ..physics.base import Physics
 from . import distributed
-from .checkpoint import LATEST, load_checkpoint, load_latest, save_checkpoint
+from .checkpoint import (
+    LATEST,
+    load_checkpoint,
+    load_latest,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
 from .logs import RunLog, tensorboard_writer
 from .memory import PeakMemoryMeter, SavedTensorMeter
 from .metrics import mse, psnr
@@ -647,6 +653,7 @@ class Trainer:
         writing = self.out_dir is not None and self.is_main
         if writing:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(self.out_dir)  # what a killed run left half-written
             self._log = RunLog(self.out_dir)
             self._log.reset(self.history)
             self._tb = tensorboard_writer(self.out_dir / "tensorboard", self.tensorboard)
