@@ -281,15 +281,24 @@ def merge(config: dict, overrides: Mapping, *, where: str = "config") -> dict:
         if not isinstance(name, str):
             raise ConfigError(f"{where}: keys must be strings, got {name!r}")
         entry = SCHEMA.get(name)
+        if entry is None and isinstance(value, Mapping):
+            raise ConfigError(
+                f"{where}: unknown section [{name}]{_suggest(name, sections())}; "
+                f"allowed sections: {sections()}"
+            )
         if isinstance(entry, dict):
             if not isinstance(value, Mapping):
                 raise ConfigError(
                     f"{where}: [{name}] must be a table of keys {list(entry)}, got {value!r}"
                 )
-            for key, item in value.items():
-                set_key(config, f"{name}.{key}", item)
+            items = [(f"{name}.{key}", item) for key, item in value.items()]
         else:
-            set_key(config, name, value)
+            items = [(name, value)]
+        for dotted, item in items:
+            try:
+                set_key(config, dotted, item)
+            except ConfigError as err:
+                raise ConfigError(f"{where}: {err}") from None
     return config
 
 
