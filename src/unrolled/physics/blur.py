@@ -130,6 +130,9 @@ class Blur(Physics):
         if not isinstance(x, Tensor) or x.ndim != 4:
             got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"{name}: expected a tensor of shape (B, C, H, W), got {got}")
+        if not (x.is_floating_point() or x.is_complex()):
+            # conv2d would cast the kernel to integers (mostly zeros): a silent wrong answer.
+            raise ValueError(f"{name}: expected a floating or complex tensor, got {x.dtype}")
         k = self._kernel4d()
         bk, ck, kh, kw = k.shape
         b, c, h, w = x.shape
@@ -178,8 +181,10 @@ class Blur(Physics):
 
     # -- Fourier fast paths -----------------------------------------------------------
 
-    def _spectrum(self, grid, *, real: bool, centred: bool) -> Tensor:
-        k = self._kernel4d()
+    def _spectrum(self, grid, *, real: bool, centred: bool, like: Tensor) -> Tensor:
+        # In the precision of the data (as the convolutions, which cast the kernel): a
+        # float64 kernel must not promote float32 images.
+        k = self._kernel4d().to(like.real.dtype if like.is_complex() else like.dtype)
         origin = (k.shape[-2] // 2, k.shape[-1] // 2) if centred else (0, 0)
         return kernel_spectrum(k, grid, origin, real=real)
 
@@ -202,11 +207,11 @@ class Blur(Physics):
         self.output_shape(x.shape)
         kh, kw = k.shape[-2:]
         if self.padding == "circular":
-            spectrum = self._spectrum(x.shape[-2:], real=not x.is_complex(), centred=True)
+            spectrum = self._spectrum(x.shape[-2:], real=not x.is_complex(), centred=True, like=x)
             return apply_spectrum(x, spectrum.abs() ** 2)
         pads = self._pads(kh, kw)
         xp = x if self.padding == "valid" else self._pad(x, *pads)
-        spectrum = self._spectrum(xp.shape[-2:], real=not x.is_complex(), centred=False)
+        spectrum = self._spectrum(xp.shape[-2:], real=not x.is_complex(), centred=False, like=x)
         full = apply_spectrum(xp, spectrum)
         # keep the valid window [kh-1:, kw-1:] (where no tap wrapped), zero elsewhere
         window = torch.zeros_like(full)
@@ -240,7 +245,9 @@ class Blur(Physics):
         def apply(r: Tensor) -> Tensor:
             key = (tuple(r.shape), r.dtype, r.device)
             if key not in cache:
-                spectrum = self._spectrum(r.shape[-2:], real=not r.is_complex(), centred=True)
+                spectrum = self._spectrum(
+                    r.shape[-2:], real=not r.is_complex(), centred=True, like=r
+                )
                 cache.clear()
                 cache[key] = 1 / (spectrum.abs() ** 2 + 1 / gamma.to(spectrum.real.dtype))
             return apply_spectrum(r, cache[key])
@@ -256,7 +263,7 @@ class Blur(Physics):
                 z, y, gamma, solver=solver, backward=backward, return_info=return_info
             )
         real = not z.is_complex()
-        spectrum = self._spectrum(z.shape[-2:], real=real, centred=True)
+        spectrum = self._spectrum(z.shape[-2:], real=real, centred=True, like=z)
         fft = torch.fft.rfft2 if real else torch.fft.fft2
         numerator = spectrum.conj() * fft(y) + fft(z) / gamma_t
         h = fourier_solve(numerator, spectrum.abs() ** 2 + 1 / gamma_t, z.shape[-2:], real=real)
