@@ -39,7 +39,10 @@ WIDE = {torch.float32: torch.float64, torch.complex64: torch.complex128}
 
 #: outcomes of every fuzzed call in this module, reported at the end (run with -s)
 OUTCOMES: Counter = Counter()
-ARGUMENT_NAMES = ("x", "y", "z", "kernel", "matrix", "gamma", "padding", "fft", "sigma")
+ARGUMENT_NAMES = (
+    *("x", "y", "z", "b", "op", "kernel", "matrix", "gamma", "padding", "fft", "sigma", "gain"),
+    *("solver", "backward", "max_iter", "tol", "on_failure", "check_every", "noise", "size"),
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -48,12 +51,12 @@ def _report():
     print(f"\n[fuzz operators] {sum(OUTCOMES.values())} examples: {dict(OUTCOMES)}")
 
 
-def expect_clean_error(err: Exception, kind: str) -> None:
+def expect_clean_error(err: Exception, kind: str, outcomes: Counter = OUTCOMES) -> None:
     """A refusal must be a ValueError/TypeError that names the argument at fault."""
     assert isinstance(err, (ValueError, TypeError)), f"{type(err).__name__}: {err}"
     message = str(err)
     assert any(message.startswith(f"{n}:") or f"{n}:" in message for n in ARGUMENT_NAMES), message
-    OUTCOMES[f"{kind}: {type(err).__name__}"] += 1
+    outcomes[f"{kind}: {type(err).__name__}"] += 1
 
 
 def eps(dtype: torch.dtype) -> float:

@@ -68,15 +68,22 @@ class CG:
     preconditioner: object = "auto"
 
     def __post_init__(self):
-        if not isinstance(self.max_iter, int) or self.max_iter < 0:
+        # bool is an int to Python, but max_iter=True is a mistake, not one iteration.
+        if (
+            not isinstance(self.max_iter, int)
+            or isinstance(self.max_iter, bool)
+            or (self.max_iter < 0)
+        ):
             raise ValueError(f"max_iter: expected an integer >= 0, got {self.max_iter!r}")
-        if not (isinstance(self.tol, (int, float)) and self.tol >= 0):
+        if not (
+            isinstance(self.tol, (int, float)) and not isinstance(self.tol, bool) and self.tol >= 0
+        ):
             raise ValueError(f"tol: expected a number >= 0, got {self.tol!r}")
         if self.on_failure not in ON_FAILURE:
             raise ValueError(f"on_failure: expected one of {ON_FAILURE}, got {self.on_failure!r}")
         for name in ("floor_check_every", "check_every"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
         if not (self.preconditioner in (None, "auto") or callable(self.preconditioner)):
             raise ValueError(

@@ -207,7 +207,7 @@ class MatrixOperator(LinearOperator):
         if t.ndim != 2 or t.shape[-1] != size:
             raise ValueError(f"{name}: expected shape (B, {size}), got {tuple(t.shape)}")
         m = self.matrix
-        if m.ndim == 3 and m.shape[0] != t.shape[0]:
+        if m.ndim == 3 and m.shape[0] not in (1, t.shape[0]):
             raise ValueError(
                 f"{name}: expected batch size {m.shape[0]} (one per matrix), got {t.shape[0]}"
             )
