@@ -132,6 +132,7 @@ def test_more_unsafe_tar_members_are_refused(tmp_path, case):
 PARTS = st.sampled_from(["a", "b", "..", ".", "", "/", "c.txt"])
 
 
+@pytest.mark.filterwarnings("ignore:Duplicate name")  # the fuzz writes repeated zip names
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

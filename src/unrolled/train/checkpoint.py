@@ -206,9 +206,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        # torch's message is long and styled; the name of the offending global says it all.
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        what = f"it would call {found.group(1)}" if found else str(err).splitlines()[0]
         raise CheckpointError(
             f"checkpoint {path}: refused, it holds objects that need arbitrary code to "
-            f"load (only tensors and plain types are accepted): {err}"
+            f"load ({what}); only tensors and plain types are accepted"
         ) from err
     except Exception as err:  # torch raises RuntimeError/EOFError/... on damaged files
         raise CheckpointError(
