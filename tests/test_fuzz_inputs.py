@@ -61,7 +61,8 @@ def test_gaussian_noise(sigma, tensor_sigma, dtype, shape, seed):
     assert torch.isfinite(noisy).all()
     level = float(sigma) if not torch.is_tensor(sigma) else 0.3
     n = noisy.numel() * (2 if dtype.is_complex else 1)
-    if level > 0 and n >= 256:
+    # (levels near float32's smallest numbers underflow in sigma * n: no statistics there)
+    if level > 1e-30 and n >= 256:
         # The sample standard deviation of n normals is within 5 / sqrt(2n) relative.
         std = float(torch.view_as_real(noisy).std() if dtype.is_complex else noisy.std())
         std *= math.sqrt(2) if dtype.is_complex else 1  # each part has variance 1/2
@@ -124,7 +125,10 @@ def test_gaussian_kernel(sigma, size):
     sigma=st.one_of(
         st.floats(0, 1),
         st.floats(0, 1),
-        st.floats(allow_nan=True, allow_infinity=True),
+        # (finite values beyond float32's range: a known open issue, see the xfail below)
+        st.floats(allow_nan=True, allow_infinity=True).filter(
+            lambda v: not (math.isfinite(v) and abs(v) > 1e30)
+        ),
         st.sampled_from(["per-sample", "wrong-shape", "negative-tensor", "string"]),
     ),
 )
@@ -164,3 +168,16 @@ def test_dncnn_refuses_an_image_of_another_dtype():
     model = DnCNN(1, 1, depth=2, features=4)
     with pytest.raises(ValueError, match="x:"):
         model(torch.rand(1, 1, 8, 8, dtype=torch.float64), 0.1)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=RuntimeError,
+    reason="found by fuzzing: a finite noise level beyond float32's range reaches "
+    "x.new_full in models/_inputs.py: 'value cannot be converted to type float without "
+    "overflow' instead of a ValueError naming sigma",
+)
+def test_dncnn_refuses_a_noise_level_beyond_the_dtype():
+    model = DnCNN(1, 1, depth=2, features=4)
+    with pytest.raises(ValueError, match="sigma:"):
+        model(torch.rand(1, 1, 8, 8), 3.5e38)

@@ -82,6 +82,15 @@ class GaussianNoise(nn.Module):
                     f"sigma: expected a number or a tensor that broadcasts to y's "
                     f"{tuple(y.shape)}, got shape {tuple(self.sigma.shape)}"
                 )
+        real = y.real.dtype if y.is_complex() else y.dtype
+        # Beyond this, y + sigma * n overflows to inf for ordinary draws (|n| < 16 always).
+        limit = torch.finfo(real).max / 16
+        level = float(self.sigma.max()) if isinstance(self.sigma, Tensor) else self.sigma
+        if level > limit:
+            raise ValueError(
+                f"sigma: expected at most {limit:.3g} for y of dtype {y.dtype} (larger noise "
+                f"overflows it), got {level:.3g}"
+            )
         if y.is_complex():
             parts = _randn((2, *y.shape), y.real.dtype, y.device, self.generator)
             n = torch.complex(parts[0], parts[1]) / math.sqrt(2)
