@@ -265,9 +265,7 @@ def first_batch(cfg: DemoConfig, loader, physics: nn.Module, device, trainer: Tr
     """The first training batch and its measurement, exactly as the trainer's step 1."""
     x = next(epoch_batches(loader, cfg.seed, 0))
     x = (x[0] if isinstance(x, (tuple, list)) else x).to(device)
-    with torch.no_grad(), seeded_noise(physics, trainer.measurement_seed(0, 0), device):
-        y = physics(x)
-    return x, y
+    return x, trainer.measure(x, 0, 0)
 
 
 # -- RSS of a separate process ----------------------------------------------------------------

@@ -79,9 +79,16 @@ class CG:
     preconditioner: object = "auto"
 
     def __post_init__(self):
-        if not isinstance(self.max_iter, int) or self.max_iter < 0:
+        # bool is an int to Python, but max_iter=True is a mistake, not one iteration.
+        if (
+            not isinstance(self.max_iter, int)
+            or isinstance(self.max_iter, bool)
+            or (self.max_iter < 0)
+        ):
             raise ValueError(f"max_iter: expected an integer >= 0, got {self.max_iter!r}")
-        if not (isinstance(self.tol, (int, float)) and self.tol >= 0):
+        if not (
+            isinstance(self.tol, (int, float)) and not isinstance(self.tol, bool) and self.tol >= 0
+        ):
             raise ValueError(f"tol: expected a number >= 0, got {self.tol!r}")
         if self.on_failure not in ON_FAILURE:
             raise ValueError(f"on_failure: expected one of {ON_FAILURE}, got {self.on_failure!r}")
@@ -89,7 +96,7 @@ class CG:
             value = getattr(self, name)
             if name == "check_every" and value is None:
                 continue
-            if not isinstance(value, int) or value < 1:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
         if not (self.preconditioner in (None, "auto") or callable(self.preconditioner)):
             raise ValueError(
@@ -124,7 +131,8 @@ class SolveInfo:
         residual: ``(B,)`` final relative residual ``||b - K x|| / ||b||`` (the true
             residual for stagnated samples, the recursive one otherwise; 0 for b = 0).
         converged: ``(B,)`` bool, reached ``tol`` or the floating-point floor.
-        status: per sample ``"converged"``, ``"stagnated"`` or ``"max_iter"``.
+        status: per sample ``"converged"``, ``"stagnated"``, ``"max_iter"`` or
+            ``"nonfinite"`` (the right-hand side holds NaN/inf: the solution is NaN).
         max_iter, tol: the settings the solve ran with.
     """
 
@@ -274,14 +282,20 @@ def cg(
 
     if not replay:
         status_code = torch.where(active, torch.full_like(status_code, 2), status_code)
+    nonfinite = ~torch.isfinite(b_norm)
+    if bool(nonfinite.any()):
+        # The stopping test is never true for a NaN/inf right-hand side, which would leave
+        # x at its start (zero): a silent, wrong solution. NaN says what happened.
+        x = torch.where(_per_sample(nonfinite, b), torch.full_like(x, float("nan")), x)
+        status_code = torch.where(nonfinite, torch.full_like(status_code, 3), status_code)
     rel = torch.where(status_code == 1, true_residual, r_norm)
     rel = torch.where(zero_rhs, torch.zeros_like(rel), rel / torch.where(zero_rhs, 1, b_norm))
-    names = ("converged", "stagnated", "max_iter")
+    names = ("converged", "stagnated", "max_iter", "nonfinite")
     codes = status_code.tolist()
     info = SolveInfo(
         iterations=its,
         residual=rel.detach(),
-        converged=status_code < 2,
+        converged=status_code < 2,  # max_iter and nonfinite are not
         status=[names[c] for c in codes],
         max_iter=max_iter,
         tol=tol,

@@ -26,6 +26,9 @@ __all__ = ["Blur", "gaussian_kernel", "PADDINGS"]
 
 PADDINGS = ("valid", "circular", "reflect", "replicate", "zeros")
 
+#: the largest Gaussian kernel side gaussian_kernel makes (a bound on memory, 16M taps)
+MAX_KERNEL_SIZE = 4097
+
 
 def gaussian_kernel(
     sigma: float | Sequence[float] | Tensor,
@@ -51,16 +54,28 @@ def gaussian_kernel(
     if not bool(torch.isfinite(sig).all() and (sig > 0).all()):
         raise ValueError(f"sigma: expected finite values > 0, got {sig.tolist()}")
     if size is None:
+        if float(sig.max()) > (MAX_KERNEL_SIZE - 1) / 6:
+            raise ValueError(
+                f"sigma: the default size 2 ceil(3 sigma) + 1 exceeds {MAX_KERNEL_SIZE} taps for "
+                f"sigma={sig.tolist()}; pass size= (or blur a downsampled image)"
+            )
         size = tuple(2 * math.ceil(3 * float(s)) + 1 for s in sig)
     elif isinstance(size, int):
         size = (size, size)
     size = tuple(size)
-    if len(size) != 2 or any(not isinstance(s, int) or s < 1 for s in size):
-        raise ValueError(f"size: expected a positive integer or (h, w), got {size!r}")
+    if len(size) != 2 or any(
+        not isinstance(s, int) or isinstance(s, bool) or not 1 <= s <= MAX_KERNEL_SIZE for s in size
+    ):
+        raise ValueError(
+            f"size: expected an integer in [1, {MAX_KERNEL_SIZE}] or (h, w), got {size!r}"
+        )
     axes = []
     for n, s in zip(size, sig, strict=True):
-        t = torch.arange(n, dtype=sig.dtype, device=sig.device) - (n - 1) / 2
-        axes.append(torch.exp(-0.5 * (t / s) ** 2))
+        d = (torch.arange(n, dtype=sig.dtype, device=sig.device) - (n - 1) / 2).abs()
+        # exp(-(d^2 - d_min^2) / (2 s^2)): the same kernel after normalisation, but the
+        # taps nearest the centre stay at 1, so a tiny sigma gives a delta, not 0 / 0.
+        d_min = d.min()
+        axes.append(torch.exp(-0.5 * ((d - d_min) * (d + d_min) / s / s)))
     kernel = axes[0][:, None] * axes[1][None, :]
     return kernel / kernel.sum()
 
@@ -130,6 +145,9 @@ class Blur(Physics):
         if not isinstance(x, Tensor) or x.ndim != 4:
             got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"{name}: expected a tensor of shape (B, C, H, W), got {got}")
+        if not (x.is_floating_point() or x.is_complex()):
+            # conv2d would cast the kernel to integers (mostly zeros): a silent wrong answer.
+            raise ValueError(f"{name}: expected a floating or complex tensor, got {x.dtype}")
         k = self._kernel4d()
         bk, ck, kh, kw = k.shape
         b, c, h, w = x.shape

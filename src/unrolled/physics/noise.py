@@ -30,6 +30,17 @@ def _randn(shape, dtype, device, generator: torch.Generator | None) -> Tensor:
     return torch.randn(shape, dtype=dtype, device=generator.device, generator=generator).to(device)
 
 
+#: the largest Poisson rate (photons per pixel) PoissonNoise samples
+MAX_POISSON_RATE = 1e18
+
+
+def _check_measurement(y) -> None:
+    if not isinstance(y, Tensor):
+        raise ValueError(f"y: expected a torch.Tensor, got {type(y).__name__}")
+    if not (y.is_floating_point() or y.is_complex()):
+        raise ValueError(f"y: expected a floating or complex tensor, got dtype {y.dtype}")
+
+
 def _check_level(name: str, value) -> None:
     if isinstance(value, Tensor):
         bad = bool((value < 0).any() or ~torch.isfinite(value).all())
@@ -60,6 +71,26 @@ class GaussianNoise(nn.Module):
         self.generator = make_generator(generator)
 
     def forward(self, y: Tensor) -> Tensor:
+        _check_measurement(y)
+        if isinstance(self.sigma, Tensor):
+            try:
+                fits = torch.broadcast_shapes(self.sigma.shape, y.shape) == y.shape
+            except RuntimeError:
+                fits = False
+            if not fits:  # broadcasting must not change y's shape either
+                raise ValueError(
+                    f"sigma: expected a number or a tensor that broadcasts to y's "
+                    f"{tuple(y.shape)}, got shape {tuple(self.sigma.shape)}"
+                )
+        real = y.real.dtype if y.is_complex() else y.dtype
+        # Beyond this, y + sigma * n overflows to inf for ordinary draws (|n| < 16 always).
+        limit = torch.finfo(real).max / 16
+        level = float(self.sigma.max()) if isinstance(self.sigma, Tensor) else self.sigma
+        if level > limit:
+            raise ValueError(
+                f"sigma: expected at most {limit:.3g} for y of dtype {y.dtype} (larger noise "
+                f"overflows it), got {level:.3g}"
+            )
         if y.is_complex():
             parts = _randn((2, *y.shape), y.real.dtype, y.device, self.generator)
             n = torch.complex(parts[0], parts[1]) / math.sqrt(2)
@@ -88,11 +119,23 @@ class PoissonNoise(nn.Module):
         self.generator = make_generator(generator)
 
     def forward(self, y: Tensor) -> Tensor:
+        _check_measurement(y)
         if y.is_complex():
             raise ValueError("y: Poisson noise expects real intensities, got a complex tensor")
         if bool((y < 0).any()):
             raise ValueError("y: Poisson noise expects intensities >= 0, got negative values")
+        if self.gain > torch.finfo(y.dtype).max:
+            raise ValueError(
+                f"gain: expected at most the largest {y.dtype} ({torch.finfo(y.dtype).max:.3g}) "
+                f"for y of that dtype, got {self.gain!r}"
+            )
         rate = (y / self.gain).detach()
+        if bool((rate > MAX_POISSON_RATE).any()):
+            # torch.poisson returns -2**63 (an int64 overflow) for rates from about 9e18.
+            raise ValueError(
+                f"gain: y / gain reaches {float(rate.max()):.3g}, above the {MAX_POISSON_RATE:.0e} "
+                "photons Poisson sampling can count; use a larger gain (or Gaussian noise)"
+            )
         if self.generator is None:
             counts = torch.poisson(rate)
         else:

@@ -1,9 +1,12 @@
 """Training: trainer, metrics, checkpoints, logs, plots, memory and time meters."""
 
+from . import distributed
 from .checkpoint import (
     CHECKPOINT_VERSION,
     CheckpointError,
+    CheckpointWarning,
     load_checkpoint,
+    load_latest,
     numbered_checkpoints,
     save_checkpoint,
 )
@@ -20,24 +23,30 @@ from .memory import (
 from .metrics import mse, psnr
 from .plots import plot_losses, plot_reconstructions
 from .seeding import derive_seed, epoch_batches, make_loader, rng_state, seeded_noise, set_rng_state
+from .signals import StopSignals, TrainingInterrupted
 from .timer import Timer, median
 from .trainer import Trainer, first_tensor
 
 __all__ = [
     "CHECKPOINT_VERSION",
     "CheckpointError",
+    "CheckpointWarning",
     "MemoryReport",
     "PeakMemoryMeter",
     "RSSReport",
     "RunLog",
     "SavedTensorMeter",
+    "StopSignals",
     "Timer",
     "Trainer",
+    "TrainingInterrupted",
     "cuda_peak",
     "derive_seed",
+    "distributed",
     "epoch_batches",
     "first_tensor",
     "load_checkpoint",
+    "load_latest",
     "make_loader",
     "median",
     "mse",

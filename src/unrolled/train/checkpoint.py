@@ -5,6 +5,11 @@ needs code to be rebuilt, so it is read with ``weights_only=True`` and a file th
 would need arbitrary code is refused. Writing goes to a temporary file in the same
 folder, flushed and ``fsync``-ed, then ``os.replace``-d over the target: a reader (or a
 crash) sees the old file or the new one, never half of one.
+
+The newest good checkpoint is never overwritten in place: before ``latest.pt`` is
+replaced, the file it names becomes ``previous.pt`` (a hard link, so no copy), and
+:func:`load_latest` falls back to it (then to the numbered ``checkpoint-<step>.pt``
+files) when ``latest.pt`` turns out to be truncated or corrupt.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import os
 import pickle
 import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +32,27 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "numbered_checkpoints",
+    "load_latest",
+    "remove_stale_temporaries",
+    "CheckpointWarning",
     "LATEST",
+    "PREVIOUS",
 ]
 
 CHECKPOINT_FORMAT = "unrolled.train.checkpoint"
 CHECKPOINT_VERSION = 1
 LATEST = "latest.pt"
+PREVIOUS = "previous.pt"
 _NUMBERED = re.compile(r"^checkpoint-(\d+)\.pt$")
 REQUIRED_KEYS = ("format", "version", "model", "optimizer", "epoch", "iteration", "step", "rng")
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint file that cannot be used: unreadable, truncated, unsafe or foreign."""
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint was unusable and an older one is used instead."""
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -86,13 +101,75 @@ def numbered_checkpoints(folder: str | os.PathLike) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files a killed writer left in ``folder`` (``.latest.pt.*.tmp``
+    and the like; never a checkpoint itself) and return them. Call it only where no
+    other process is writing checkpoints to ``folder``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for pattern in (f".{LATEST}.*.tmp", f".{PREVIOUS}.*.tmp", ".checkpoint-*.pt.*.tmp"):
+        for path in folder.glob(pattern):
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
+def _link_atomically(source: Path, target: Path) -> bool:
+    """Make ``target`` a second name of ``source`` (hard link to a temporary name, then an
+    atomic rename); ``False`` where hard links are not supported."""
+    with contextlib.suppress(OSError):
+        if os.path.samefile(source, target):
+            return True  # already; and renaming a link over the same file would be a no-op
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    os.unlink(tmp)
+    try:
+        os.link(source, tmp)
+        os.replace(tmp, target)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        return False
+    finally:
+        # POSIX: renaming a hard link over another name of the same file does nothing and
+        # leaves the source name; a writer racing us could have made that happen.
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    _fsync_dir(target.parent)
+    return True
+
+
+def _keep_previous(folder: Path) -> None:
+    """Give the current ``latest.pt`` (if any) the name ``previous.pt`` too, so replacing
+    ``latest.pt`` never loses the last checkpoint that was known to be complete."""
+    latest = folder / LATEST
+    if latest.is_file() and not _link_atomically(latest, folder / PREVIOUS):
+        # No hard links here: copy through a temporary file (latest.pt stays as it is).
+        atomic_copy = folder / PREVIOUS
+        fd, tmp = tempfile.mkstemp(prefix=f".{PREVIOUS}.", suffix=".tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f, open(latest, "rb") as src:
+                while chunk := src.read(1 << 20):
+                    f.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, atomic_copy)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
 def save_checkpoint(
     state: dict, folder: str | os.PathLike, *, step: int, keep_last: int = 0
 ) -> Path:
     """Write ``state`` as ``folder/latest.pt`` (atomically); with ``keep_last > 0`` also as
     ``folder/checkpoint-<step>.pt``, keeping the ``keep_last`` newest numbered files.
 
-    ``state`` gets the ``format`` and ``version`` keys added. Returns the path of
+    ``state`` gets the ``format`` and ``version`` keys added. The file ``latest.pt``
+    named before the call stays as ``folder/previous.pt``. Returns the path of
     ``latest.pt``.
     """
     if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 0:
@@ -100,21 +177,13 @@ def save_checkpoint(
     folder = Path(folder)
     state = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}
     latest = folder / LATEST
+    _keep_previous(folder)
     if keep_last == 0:
         return atomic_torch_save(state, latest)
     numbered = atomic_torch_save(state, folder / f"checkpoint-{step:09d}.pt")
     # latest.pt becomes a second name of the numbered file (one write, atomic rename);
     # where hard links are not supported it is written again.
-    fd, tmp = tempfile.mkstemp(prefix=f".{LATEST}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    os.unlink(tmp)
-    try:
-        os.link(numbered, tmp)
-        os.replace(tmp, latest)
-        _fsync_dir(folder)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+    if not _link_atomically(numbered, latest):
         atomic_torch_save(state, latest)
     for old in numbered_checkpoints(folder)[:-keep_last]:
         with contextlib.suppress(OSError):
@@ -137,9 +206,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        # torch's message is long and styled; the name of the offending global says it all.
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        what = f"it would call {found.group(1)}" if found else str(err).splitlines()[0]
         raise CheckpointError(
             f"checkpoint {path}: refused, it holds objects that need arbitrary code to "
-            f"load (only tensors and plain types are accepted): {err}"
+            f"load ({what}); only tensors and plain types are accepted"
         ) from err
     except Exception as err:  # torch raises RuntimeError/EOFError/... on damaged files
         raise CheckpointError(
@@ -160,3 +232,34 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     if missing:
         raise CheckpointError(f"checkpoint {path}: missing keys {missing}")
     return state
+
+
+def load_latest(folder: str | os.PathLike, map_location: Any = "cpu") -> tuple[dict, Path] | None:
+    """The newest usable checkpoint in ``folder``: ``(state, path)``, or ``None`` if the
+    folder holds no checkpoint at all.
+
+    Tries ``latest.pt``, then ``previous.pt``, then the numbered checkpoints newest
+    first. Each unusable file is reported by a :class:`CheckpointWarning` naming it and
+    saying why; if every file is unusable, :class:`CheckpointError` lists them all.
+    A file that does not exist is not an error.
+    """
+    folder = Path(folder)
+    candidates = [folder / LATEST, folder / PREVIOUS, *reversed(numbered_checkpoints(folder))]
+    seen: set[tuple[int, int]] = set()
+    failures: list[str] = []
+    for path in candidates:
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            continue  # another name of a file already tried (hard link)
+        seen.add((st.st_dev, st.st_ino))
+        try:
+            return load_checkpoint(path, map_location=map_location), path
+        except CheckpointError as err:
+            failures.append(str(err))
+            warnings.warn(f"{err}; trying an older checkpoint", CheckpointWarning, stacklevel=2)
+    if failures:
+        raise CheckpointError(f"no usable checkpoint in {folder}: " + "; ".join(failures))
+    return None

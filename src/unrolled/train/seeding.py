@@ -87,25 +87,50 @@ def make_loader(
     num_workers: int = 0,
     drop_last: bool = False,
     pin_memory: bool = False,
+    distributed: bool | None = None,
+    seed: int = 0,
+    collate_fn=None,
 ) -> DataLoader:
     """A ``DataLoader`` whose order the :class:`~unrolled.train.Trainer` can reproduce.
 
-    Shuffling draws from the sampler's own ``torch.Generator`` and worker seeds from
-    the loader's, both reseeded by the trainer at every epoch from ``(seed, epoch)``.
-    Any ``DataLoader`` works with the trainer; this one just needs no adjustment.
+    Single process: shuffling draws from the sampler's own ``torch.Generator`` and
+    worker seeds from the loader's, both reseeded by the trainer at every epoch from
+    ``(seed, epoch)``. Multi-process (``distributed=None``: when a process group with
+    more than one member is initialised): a ``DistributedSampler`` gives each process
+    its shard (``batch_size`` is then per process); its order is a function of
+    ``(seed, epoch)``, the same on every process. Any ``DataLoader`` works with the
+    trainer; this one just needs no adjustment.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
-    sampler = RandomSampler(dataset, generator=torch.Generator()) if shuffle else None
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed: expected an integer >= 0, got {seed!r}")
+    if distributed is None:
+        from .distributed import is_distributed
+
+        distributed = is_distributed()
+    if distributed:
+        from torch.utils.data.distributed import DistributedSampler
+
+        # DistributedSampler seeds its permutation with seed + epoch: keep room for epochs.
+        sampler = DistributedSampler(
+            dataset,
+            shuffle=shuffle,
+            seed=derive_seed(seed, STREAM_SHUFFLE) >> 2,
+            drop_last=drop_last,
+        )
+    else:
+        sampler = RandomSampler(dataset, generator=torch.Generator()) if shuffle else None
     return DataLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
-        shuffle=False if shuffle else None,
+        shuffle=False if (shuffle or distributed) else None,
         num_workers=num_workers,
         drop_last=drop_last,
         pin_memory=pin_memory,
         generator=torch.Generator(),
+        collate_fn=collate_fn,
     )
 
 
@@ -115,8 +140,9 @@ def _prepare_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
     batch_sampler = loader.batch_sampler
     if batch_sampler is not None and hasattr(batch_sampler, "sampler"):
         sampler = batch_sampler.sampler
-    for s in {id(sampler): sampler, id(batch_sampler): batch_sampler}.values():
-        if hasattr(s, "set_epoch"):  # DistributedSampler and the like
+    # DistributedSampler and the like; datasets with per-epoch random crops.
+    for s in {id(o): o for o in (sampler, batch_sampler, loader.dataset)}.values():
+        if callable(getattr(s, "set_epoch", None)):
             s.set_epoch(epoch)
     if isinstance(sampler, RandomSampler):
         if sampler.generator is None:

@@ -4,8 +4,8 @@ Reproducibility contract (CPU, fixed seed): a run stopped after any step and res
 from its checkpoint ends with exactly the parameters of an uninterrupted run. This
 holds because every random draw is pinned down:
 
-* measurement noise of step ``(epoch, iteration)``: seeded from
-  ``(seed, epoch, iteration)`` (see :func:`~unrolled.train.seeding.seeded_noise`);
+* measurement noise of sample ``j`` of step ``(epoch, iteration)``: seeded from
+  ``(seed, epoch, iteration, j)`` (see :meth:`Trainer.measure`);
 * data order of ``epoch``: the loader's shuffling generator is reseeded from
   ``(seed, epoch)``; on resume the batches already done in the current epoch are
   skipped (see :func:`~unrolled.train.seeding.epoch_batches`);
@@ -19,15 +19,28 @@ if it has none and reseeds it per epoch) or a sampler with ``set_epoch`` (e.g.
 reproducible when they use the worker's torch seed. :meth:`Trainer.make_loader` builds
 a loader that needs nothing more.
 
-Multi-process training (later): writes (checkpoints, logs, plots) are made by the
-process with ``is_main``; the model used for ``forward`` is ``self.model`` and the one
-saved is ``self.module`` (the unwrapped model).
+Multi-process training (``torchrun``, or ``unrolled train --nproc N``; see
+:mod:`unrolled.train.distributed`): when a process group with more than one member is
+initialised, the model is wrapped in ``DistributedDataParallel`` (``self.model``; the
+unwrapped one, which is saved, is ``self.module``), each process reads its own shard of
+the data (a ``DistributedSampler``: :meth:`Trainer.make_loader` makes one), only rank 0
+writes checkpoints, logs and plots, and the logged loss, CG counts and evaluation PSNR
+are reduced over all processes. With ``P`` processes of local batch ``b``, a step
+equals a single-process step on the global batch made of the ``P`` local batches
+concatenated in rank order (same update, to rounding): DDP averages the ``P`` local
+mean-loss gradients, which is the gradient of the global mean loss, and the
+measurement noise of each sample is seeded by its position ``rank * b + i`` in that
+global batch, not by the process that draws it, so the union of the processes' noise
+is exactly the noise of the single-process run.
+
+Signals: SIGINT / SIGTERM during :meth:`Trainer.fit` finish the current step, write a
+checkpoint and raise :class:`~unrolled.train.TrainingInterrupted` (all processes stop
+at the same step).
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -38,7 +51,15 @@ import torch
 from torch import Tensor, nn
 
 from ..fidelity import SolveStats
-from .checkpoint import LATEST, load_checkpoint, save_checkpoint
+from ..physics.base import Physics
+from . import distributed
+from .checkpoint import (
+    LATEST,
+    load_checkpoint,
+    load_latest,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
 from .logs import RunLog, tensorboard_writer
 from .memory import PeakMemoryMeter, SavedTensorMeter
 from .metrics import mse, psnr
@@ -53,6 +74,7 @@ from .seeding import (
     seeded_noise,
     set_rng_state,
 )
+from .signals import StopSignals, TrainingInterrupted
 from .timer import Timer
 
 __all__ = ["Trainer", "first_tensor"]
@@ -70,6 +92,21 @@ def first_tensor(batch: Any, what: str = "train_data") -> Tensor:
             f"element is one, got {type(batch).__name__}"
         )
     return batch
+
+
+def _check_sharded(train_data: Any) -> None:
+    """Warn when a multi-process run would give every process the whole data."""
+    sampler = getattr(train_data, "sampler", None)
+    batch_sampler = getattr(train_data, "batch_sampler", None)
+    inner = getattr(batch_sampler, "sampler", None)
+    if not any(hasattr(s, "set_epoch") for s in (sampler, batch_sampler, inner)):
+        warnings.warn(
+            "train_data: in a multi-process run each process should read its own shard "
+            "(a DistributedSampler, e.g. Trainer.make_loader(...) makes one); this loader "
+            "has none, so every process reads all the data",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def _check_int(name: str, value: Any, minimum: int, *, allow_none: bool = False) -> None:
@@ -117,10 +154,15 @@ class Trainer:
             ``True`` (required) or ``False``.
         scheduler: a factory ``optimizer -> LR scheduler``, stepped after every step.
         grad_clip: clip the gradient norm to this value (``None``: no clipping).
-        nonfinite: a non-finite loss ``"raise"``-s (``FloatingPointError``, parameters
-            untouched) or is ``"skip"``-ped (no update, the record has ``skipped=1``).
+        nonfinite: a step whose loss or gradient is not finite ``"raise"``-s
+            (``FloatingPointError``, parameters untouched, a checkpoint of the last good
+            state written) or is ``"skip"``-ped (no update, the record has ``skipped=1``).
         max_val: peak intensity for PSNR.
         plots: write ``loss.png`` and ``reconstructions.png`` to ``out_dir`` at the end.
+        handle_signals: during :meth:`fit`, turn SIGINT / SIGTERM into a checkpoint and
+            :class:`~unrolled.train.TrainingInterrupted` (main thread only).
+        ddp_options: keyword arguments for ``DistributedDataParallel`` (multi-process
+            runs only), e.g. ``{"find_unused_parameters": True}``.
 
     Each step's record (``history["train"]`` and ``train_log.csv/jsonl``) has ``step``
     (1-based, in all), ``epoch`` (0-based), ``iteration`` (1-based, within the epoch),
@@ -162,6 +204,8 @@ class Trainer:
         nonfinite: str = "raise",
         max_val: float = 1.0,
         plots: bool = True,
+        handle_signals: bool = True,
+        ddp_options: dict | None = None,
     ):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
@@ -215,7 +259,16 @@ class Trainer:
 
         self.device = torch.device(device)
         self.module = model.to(self.device)
-        self.model = self.module  # a DDP wrapper would go here; state is saved from .module
+        self.model = self.module
+        self.world_size = distributed.world_size()
+        if distributed.is_distributed():
+            from torch.nn.parallel import DistributedDataParallel
+
+            device_ids = [self.device] if self.device.type == "cuda" else None
+            self.model = DistributedDataParallel(
+                self.module, device_ids=device_ids, **(ddp_options or {})
+            )
+            _check_sharded(train_data)
         self.physics = physics.to(self.device)
         self.train_data = train_data
         self.eval_data = eval_data
@@ -236,6 +289,7 @@ class Trainer:
         self.nonfinite = nonfinite
         self.max_val = max_val
         self.plots = plots
+        self.handle_signals = bool(handle_signals)
         self.optimizer = self._make_optimizer(optimizer, lr)
         self.scheduler = scheduler(self.optimizer) if scheduler is not None else None
 
@@ -246,6 +300,7 @@ class Trainer:
         self.history: dict[str, list[dict]] = {"train": [], "eval": []}
         self._saved_at: tuple[int, int, int] | None = None
         self._log: RunLog | None = None
+        self._signals: StopSignals | None = None
         self._tb = None
         self._stats = [
             m.stats
@@ -280,23 +335,51 @@ class Trainer:
 
     @staticmethod
     def make_loader(dataset, batch_size: int, shuffle: bool = True, **kwargs):
-        """A ``DataLoader`` whose order is reproducible across resume; see
-        :func:`unrolled.train.make_loader` (same arguments)."""
+        """A ``DataLoader`` whose order is reproducible across resume, sharded over the
+        processes of a multi-process run; see :func:`unrolled.train.make_loader`."""
         return make_loader(dataset, batch_size, shuffle, **kwargs)
 
     @property
     def rank(self) -> int:
-        dist = torch.distributed
-        return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        """This process's rank (0 in a single-process run)."""
+        return distributed.rank()
 
     @property
     def is_main(self) -> bool:
         """Whether this process writes checkpoints, logs and plots."""
         return self.rank == 0
 
-    def measurement_seed(self, epoch: int, iteration: int) -> int:
-        """The seed of the noise of training step ``(epoch, iteration)`` (0-based)."""
-        return derive_seed(self.seed, STREAM_TRAIN_NOISE, self.rank, epoch, iteration)
+    def measurement_seed(self, epoch: int, iteration: int, position: int) -> int:
+        """The seed of the noise of sample ``position`` of the global batch of training
+        step ``(epoch, iteration)`` (all 0-based)."""
+        return derive_seed(self.seed, STREAM_TRAIN_NOISE, epoch, iteration, position)
+
+    def measure(self, x: Tensor, epoch: int, iteration: int) -> Tensor:
+        """The training measurements ``y = physics(x)`` of step ``(epoch, iteration)``.
+
+        Sample ``i`` of this process's batch is sample ``rank * B + i`` of the global
+        batch, and its noise is drawn from :meth:`measurement_seed` of that position
+        alone: the noise does not depend on how the global batch is split over
+        processes, nor on what was drawn before (resume). For a :class:`Physics` with
+        the standard ``forward`` the noiseless ``A x`` is computed once for the batch and
+        the noise model is applied per sample; any other physics is called per sample.
+        The global RNG is left as it was.
+        """
+        offset = self.rank * x.shape[0]
+        seeds = [self.measurement_seed(epoch, iteration, offset + i) for i in range(len(x))]
+        physics = self.physics
+        with torch.no_grad():
+            standard = isinstance(physics, Physics) and type(physics).forward is Physics.forward
+            if standard and physics.noise is None:
+                return physics.A(x)
+            clean = physics.A(x) if standard else None
+            parts = []
+            for i, seed in enumerate(seeds):
+                with seeded_noise(physics, seed, self.device):
+                    parts.append(
+                        physics.noise(clean[i : i + 1]) if standard else physics(x[i : i + 1])
+                    )
+            return torch.cat(parts)
 
     def eval_seed(self, batch_index: int) -> int:
         """The seed of the noise of evaluation batch ``batch_index``: the same every time."""
@@ -389,22 +472,26 @@ class Trainer:
         _check_int("max_batches", max_batches, 1, allow_none=True)
         was_training = self.module.training
         self.module.eval()
-        total = base = 0.0
-        n = 0
+        sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # psnr, baseline, n
         try:
             with torch.random.fork_rng(devices=self._cuda_devices()), torch.no_grad():
                 torch.manual_seed(derive_seed(self.seed, STREAM_EVAL_NOISE))
                 for b, batch in enumerate(data):
                     if max_batches is not None and b >= max_batches:
                         break
+                    if b % self.world_size != self.rank:
+                        continue  # batches are shared out over the processes
                     x = first_tensor(batch, "eval_data").to(self.device)
                     y = self._measure(x, self.eval_seed(b))
-                    x_hat = self.model(y, self.physics)
-                    total += float(psnr(x_hat, x, self.max_val).double().sum())
-                    base += float(psnr(self.physics.A_adjoint(y), x, self.max_val).double().sum())
-                    n += x.shape[0]
+                    # The unwrapped model: DDP's forward would wait for the other processes.
+                    x_hat = self.module(y, self.physics)
+                    sums[0] += psnr(x_hat, x, self.max_val).double().sum()
+                    sums[1] += psnr(self.physics.A_adjoint(y), x, self.max_val).double().sum()
+                    sums[2] += x.shape[0]
         finally:
             self.module.train(was_training)
+        total, base, n = distributed.all_reduce_sum(sums).tolist()
+        n = int(n)
         if n == 0:
             raise ValueError("data: the evaluation data yielded no batch")
         return {"psnr": total / n, "psnr_baseline": base / n, "n": n}
@@ -430,7 +517,7 @@ class Trainer:
             with torch.random.fork_rng(devices=self._cuda_devices()), torch.no_grad():
                 x = first_tensor(next(iter(data)), "data").to(self.device)
                 y = self._measure(x, self.eval_seed(0))
-                x_hat = self.model(y, self.physics)
+                x_hat = self.module(y, self.physics)
         finally:
             self.module.train(was_training)
         return plot_reconstructions(y, x_hat, x, path, n=n, max_val=self.max_val)
@@ -445,7 +532,7 @@ class Trainer:
         # Steps 1, k+1, 2k+1, ... (self.step counts the steps done before this one).
         measure = self.measure_memory > 0 and self.step % self.measure_memory == 0
         with Timer(self.device) as timer:
-            y = self._measure(x, self.measurement_seed(epoch, iteration))
+            y = self.measure(x, epoch, iteration)
             self.optimizer.zero_grad(set_to_none=True)
             with contextlib.ExitStack() as stack:
                 # The peak covers forward and backward (the optimizer's state is not in it).
@@ -458,8 +545,21 @@ class Trainer:
                         f"loss: expected a scalar tensor from loss(x_hat, x), got "
                         f"{loss.shape if isinstance(loss, Tensor) else type(loss).__name__}"
                     )
-                value = float(loss.detach())
-                finite = math.isfinite(value)
+                # Every process must take the same decision (DDP's backward is collective),
+                # so the loss and its finiteness are reduced first.
+                local = loss.detach().reshape(()).to(torch.float64)
+                finite_here = bool(torch.isfinite(local))
+                reduced = distributed.all_reduce_sum(
+                    torch.stack(
+                        [
+                            local * x.shape[0] if finite_here else local.new_zeros(()),
+                            local.new_tensor(float(x.shape[0])),
+                            local.new_tensor(0.0 if finite_here else 1.0),
+                        ]
+                    )
+                ).tolist()
+                finite = reduced[2] == 0
+                value = reduced[0] / reduced[1] if finite else float(local)
                 if not finite and self.nonfinite == "raise":
                     raise FloatingPointError(
                         f"loss: non-finite value {value} at epoch {epoch}, iteration "
@@ -468,6 +568,16 @@ class Trainer:
                     )
                 if finite:
                     loss.backward()
+            if finite and not self._gradients_finite():
+                # After DDP's all-reduce the gradients are the same on every process.
+                if self.nonfinite == "raise":
+                    self.optimizer.zero_grad(set_to_none=True)
+                    raise FloatingPointError(
+                        f"gradient: non-finite values at epoch {epoch}, iteration {iteration} "
+                        f"(step {self.step + 1}, loss {value}); parameters left as after step "
+                        f"{self.step} (nonfinite='skip' skips such steps instead)"
+                    )
+                finite = False
             if finite:
                 if self.grad_clip is not None:
                     nn.utils.clip_grad_norm_(self.module.parameters(), self.grad_clip)
@@ -486,16 +596,30 @@ class Trainer:
             record["peak_bytes"] = int(peak.peak_bytes)
             record["saved_peak_bytes"] = int(saved.peak_saved_bytes)
         if self._stats:
-            fwd_solves = sum(s.forward_solves for s in self._stats)
-            bwd_solves = sum(s.backward_solves for s in self._stats)
-            record["cg_forward"] = (
-                sum(s.forward_iterations for s in self._stats) / fwd_solves if fwd_solves else 0.0
+            counts = torch.tensor(
+                [
+                    sum(s.forward_iterations for s in self._stats),
+                    sum(s.forward_solves for s in self._stats),
+                    sum(s.backward_iterations for s in self._stats),
+                    sum(s.backward_solves for s in self._stats),
+                    sum(s.unconverged for s in self._stats),
+                ],
+                dtype=torch.float64,
+                device=self.device,
             )
-            record["cg_backward"] = (
-                sum(s.backward_iterations for s in self._stats) / bwd_solves if bwd_solves else 0.0
-            )
-            record["cg_unconverged"] = sum(s.unconverged for s in self._stats)
+            fwd_its, fwd_solves, bwd_its, bwd_solves, unconverged = distributed.all_reduce_sum(
+                counts
+            ).tolist()
+            record["cg_forward"] = fwd_its / fwd_solves if fwd_solves else 0.0
+            record["cg_backward"] = bwd_its / bwd_solves if bwd_solves else 0.0
+            record["cg_unconverged"] = int(unconverged)
         return record
+
+    def _gradients_finite(self) -> bool:
+        grads = [p.grad for p in self.module.parameters() if p.grad is not None]
+        if not grads:
+            return True
+        return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -506,29 +630,46 @@ class Trainer:
 
         Args:
             resume: ``None`` (start from the current state), ``"latest"``, ``"auto"``
-                or a checkpoint path (see :meth:`resolve_resume`).
+                or a checkpoint path (see :meth:`resolve_resume`). With ``"latest"`` and
+                ``"auto"`` a truncated or corrupt ``latest.pt`` is reported (a
+                :class:`~unrolled.train.CheckpointWarning` naming it) and the newest
+                usable older checkpoint is used (see :func:`~unrolled.train.load_latest`).
             max_steps: overrides the constructor's ``max_steps`` for this call.
 
         Returns:
             ``{"train": [record per step], "eval": [record per evaluation]}``.
+
+        Raises:
+            TrainingInterrupted: SIGINT or SIGTERM arrived; the checkpoint was written.
+            FloatingPointError: a non-finite loss or gradient with ``nonfinite="raise"``;
+                the last good state was written as a checkpoint.
         """
         _check_int("max_steps", max_steps, 0, allow_none=True)
         max_steps = self.max_steps if max_steps is None else max_steps
         if resume is not None:
-            path = self.resolve_resume(resume)
-            if path is not None:
-                self.load_state_dict(load_checkpoint(path))
+            state = self._read_resume(resume)
+            if state is not None:
+                self.load_state_dict(state)
         writing = self.out_dir is not None and self.is_main
         if writing:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(self.out_dir)  # what a killed run left half-written
             self._log = RunLog(self.out_dir)
             self._log.reset(self.history)
             self._tb = tensorboard_writer(self.out_dir / "tensorboard", self.tensorboard)
         elif self.tensorboard is True:
             tensorboard_writer(".", True)  # fail early if it is required and missing
         try:
-            self._loop(max_steps)
+            with StopSignals(self.handle_signals) as signals:
+                self._signals = signals
+                self._loop(max_steps)
+        except FloatingPointError:
+            # The parameters are those after the last good step: keep them.
+            if writing and self._saved_at != (self.epoch, self.iteration, self.step):
+                self.save_checkpoint()
+            raise
         finally:
+            self._signals = None
             if self._tb is not None:
                 self._tb.close()
                 self._tb = None
@@ -537,7 +678,38 @@ class Trainer:
                 self.save_checkpoint()
             if self.plots:
                 self._write_plots()
+        distributed.barrier()  # the files are complete before any process returns
         return self.history
+
+    def _read_resume(self, resume) -> dict | None:
+        if resume in ("latest", "auto"):
+            self.resolve_resume(resume)  # argument checks; a missing latest.pt is handled below
+            found = load_latest(self.out_dir)
+            if found is None:
+                if resume == "auto":
+                    return None
+                raise FileNotFoundError(f"resume='latest': no checkpoint in {self.out_dir}")
+            return found[0]
+        path = self.resolve_resume(resume)
+        return load_checkpoint(path) if path is not None else None
+
+    def _stop_requested(self) -> int | None:
+        """The signal that asks every process to stop (agreed over processes), or None."""
+        received = self._signals.received if self._signals is not None else None
+        if not distributed.is_distributed():
+            return received
+        flag = torch.tensor([float(received or 0)], dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return int(flag.item()) or None
+
+    def _interrupt(self, signum: int) -> None:
+        path = None
+        if self.out_dir is not None and self.is_main:
+            if self._saved_at != (self.epoch, self.iteration, self.step):
+                self.save_checkpoint()
+            path = self.out_dir / LATEST
+        distributed.barrier()
+        raise TrainingInterrupted(signum, self.step, path)
 
     def _loop(self, max_steps: int | None) -> None:
         from tqdm.auto import tqdm
@@ -554,7 +726,7 @@ class Trainer:
         bar = tqdm(
             total=total,
             initial=self.step,
-            disable=not self.progress,
+            disable=not (self.progress and self.is_main),
             unit="step",
             dynamic_ncols=True,
             leave=False,
@@ -595,6 +767,9 @@ class Trainer:
                         self.save_checkpoint()
                     for callback in self.callbacks:
                         callback(self, record)
+                    signum = self._stop_requested()
+                    if signum is not None:
+                        self._interrupt(signum)
                 if self.iteration == 0:
                     warnings.warn(
                         f"train_data: epoch {epoch} yielded no batch",

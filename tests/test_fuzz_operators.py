@@ -1,0 +1,237 @@
+"""Property-based tests of the operators: ``Blur`` in every padding (and FFT mode) and
+``MatrixOperator``, over random shapes, dtypes, kernels and batch sizes.
+
+Each example either computes ``A``, ``A^H`` and ``A^H A`` that match the dense float64
+matrix of the same operator, or raises ``ValueError`` / ``TypeError`` whose message
+names an argument; never another exception, never NaN from finite input.
+
+Tolerances: the kernels are non-negative and sum to 1, so every output of ``A`` is a
+convex combination of inputs and ``||A||_2 <= 1``. A sum of ``t`` products in precision
+``eps`` is off by at most ``t * eps`` times the sum of the magnitudes (Higham, the
+``gamma_t`` bound), so ``||A x - (A x)_exact|| <= t eps ||x||`` up to a factor sqrt of
+the output size; FFTs add ``O(eps log N)``. We allow ``8 (t + log2 N) eps ||x||`` (real) and
+twice that for complex data, whose real and imaginary parts are two such sums.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from unrolled.linalg import MatrixOperator
+from unrolled.physics import Blur
+from unrolled.physics.blur import PADDINGS
+
+FLOATS = (torch.float32, torch.float64)
+DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
+REAL_OF = {
+    torch.float32: torch.float32,
+    torch.float64: torch.float64,
+    torch.complex64: torch.float32,
+    torch.complex128: torch.float64,
+}
+WIDE = {torch.float32: torch.float64, torch.complex64: torch.complex128}
+
+#: outcomes of every fuzzed call in this module, reported at the end (run with -s)
+OUTCOMES: Counter = Counter()
+ARGUMENT_NAMES = (
+    *("x", "y", "z", "b", "op", "kernel", "matrix", "gamma", "padding", "fft", "sigma", "gain"),
+    *("solver", "backward", "max_iter", "tol", "on_failure", "check_every", "noise", "size"),
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report():
+    yield
+    print(f"\n[fuzz operators] {sum(OUTCOMES.values())} examples: {dict(OUTCOMES)}")
+
+
+def expect_clean_error(err: Exception, kind: str, outcomes: Counter = OUTCOMES) -> None:
+    """A refusal must be a ValueError/TypeError that names the argument at fault."""
+    assert isinstance(err, (ValueError, TypeError)), f"{type(err).__name__}: {err}"
+    message = str(err)
+    assert any(message.startswith(f"{n}:") or f"{n}:" in message for n in ARGUMENT_NAMES), message
+    outcomes[f"{kind}: {type(err).__name__}"] += 1
+
+
+def eps(dtype: torch.dtype) -> float:
+    return torch.finfo(REAL_OF[dtype]).eps
+
+
+def rel_to(err: torch.Tensor, scale: torch.Tensor) -> float:
+    s = float(scale)
+    return float(err) / s if s > 0 else float(err)
+
+
+@st.composite
+def blur_case(draw):
+    b = draw(st.integers(1, 3))
+    c = draw(st.integers(1, 2))
+    h, w = draw(st.integers(1, 8)), draw(st.integers(1, 8))
+    kh, kw = draw(st.integers(1, 6)), draw(st.integers(1, 6))
+    form = draw(st.sampled_from(["2d", "4d-shared", "4d-per-sample", "4d-wrong-batch"]))
+    kshape = {
+        "2d": (kh, kw),
+        "4d-shared": (1, draw(st.sampled_from([1, c])), kh, kw),
+        "4d-per-sample": (b, draw(st.sampled_from([1, c])), kh, kw),
+        "4d-wrong-batch": (b + 1, c + 1, kh, kw),
+    }[form]
+    return dict(
+        shape=(b, c, h, w),
+        kshape=kshape,
+        kdtype=draw(st.sampled_from(FLOATS)),
+        dtype=draw(st.sampled_from(DTYPES)),
+        padding=draw(st.sampled_from(PADDINGS)),
+        fft=draw(st.sampled_from([True, False, "auto"])),
+        seed=draw(st.integers(0, 2**31 - 1)),
+    )
+
+
+def random_kernel(shape, dtype, g):
+    k = torch.rand(shape, dtype=torch.float64, generator=g) + 0.05
+    return (k / k.sum(dim=(-2, -1), keepdim=True)).to(dtype)
+
+
+def random_tensor(shape, dtype, g):
+    if dtype.is_complex:
+        return torch.randn(shape, dtype=dtype, generator=g)
+    return torch.randn(shape, dtype=dtype, generator=g)
+
+
+@settings(max_examples=140, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=blur_case())
+def test_blur_matches_its_dense_matrix_or_refuses(case):
+    g = torch.Generator().manual_seed(case["seed"])
+    kernel = random_kernel(case["kshape"], case["kdtype"], g)
+    dtype = case["dtype"]
+    x = random_tensor(case["shape"], dtype, g)
+    op = Blur(kernel, padding=case["padding"], fft=case["fft"])
+    try:
+        ax = op.A(x)
+        y = random_tensor(ax.shape, dtype, g)
+        aty = op.A_adjoint(y)
+        nx = op.normal(x)
+    except Exception as err:  # noqa: BLE001 - classified below
+        expect_clean_error(err, "blur")
+        return
+    assert ax.dtype == aty.dtype == nx.dtype == dtype
+    assert aty.shape == x.shape and nx.shape == x.shape
+    assert ax.shape == op.output_shape(x.shape)
+    for t in (ax, aty, nx):
+        assert torch.isfinite(t).all(), "NaN/inf from finite input"
+
+    # The truth: the same operator in float64 / complex128, as a dense matrix.
+    wide = torch.complex128 if dtype.is_complex else torch.float64
+    exact = Blur(kernel.to(torch.float64), padding=case["padding"], fft=False)
+    m = exact.dense(x.shape, dtype=wide)
+    xv, yv = x.to(wide).reshape(-1), y.to(wide).reshape(-1)
+    taps = kernel.shape[-1] * kernel.shape[-2]
+    # The kernel's own rounding to float32 moves A by up to taps * eps32 too.
+    k_eps = torch.finfo(case["kdtype"]).eps
+    bound = 8 * (taps + math.log2(x[0].numel() + 1)) * (eps(dtype) + k_eps)
+    bound *= 2 if dtype.is_complex else 1
+    assert rel_to((ax.to(wide).reshape(-1) - m @ xv).norm(), xv.norm()) <= bound
+    assert rel_to((aty.to(wide).reshape(-1) - m.conj().T @ yv).norm(), yv.norm()) <= bound
+    # A^H A: two applications, so twice the bound.
+    assert rel_to((nx.to(wide).reshape(-1) - m.conj().T @ (m @ xv)).norm(), xv.norm()) <= 2 * bound
+    OUTCOMES["blur: ok"] += 1
+
+
+@st.composite
+def matrix_case(draw):
+    b = draw(st.integers(1, 3))
+    m, n = draw(st.integers(1, 6)), draw(st.integers(1, 6))
+    batched = draw(st.sampled_from(["shared", "per-sample", "wrong-batch"]))
+    mshape = {"shared": (m, n), "per-sample": (b, m, n), "wrong-batch": (b + 1, m, n)}[batched]
+    x_cols = draw(st.sampled_from([n, n, n + 1]))
+    mdtype = draw(st.sampled_from(DTYPES))
+    return dict(
+        b=b,
+        mshape=mshape,
+        mdtype=mdtype,
+        dtype=draw(st.one_of(st.just(mdtype), st.sampled_from(DTYPES))),
+        xshape=draw(st.sampled_from([(b, x_cols)] * 4 + [(b, 1, x_cols), (x_cols,)])),
+        seed=draw(st.integers(0, 2**31 - 1)),
+    )
+
+
+@settings(max_examples=120, deadline=None)
+@given(case=matrix_case())
+def test_matrix_operator_matches_dense_or_refuses(case):
+    g = torch.Generator().manual_seed(case["seed"])
+    matrix = random_tensor(case["mshape"], case["mdtype"], g)
+    x = random_tensor(case["xshape"], case["dtype"], g)
+    op = MatrixOperator(matrix)
+    try:
+        ax = op.A(x)
+        y = random_tensor(ax.shape, ax.dtype, g)
+        aty = op.A_adjoint(y)
+    except Exception as err:  # noqa: BLE001 - classified below
+        expect_clean_error(err, "matrix")
+        return
+    assert torch.isfinite(ax).all() and torch.isfinite(aty).all()
+    assert ax.dtype == aty.dtype == x.dtype
+    wide = torch.complex128
+    mw = matrix.to(wide)
+    if mw.ndim == 2:
+        mw = mw.expand(case["b"], *mw.shape)
+    exact_ax = (mw @ x.to(wide).unsqueeze(-1)).squeeze(-1)
+    exact_aty = (mw.conj().transpose(-2, -1) @ y.to(wide).unsqueeze(-1)).squeeze(-1)
+    n = matrix.shape[-1]
+    # A dot product of n terms: n eps relative to ||M|| ||x|| (Frobenius bounds it).
+    e = max(eps(case["dtype"]), eps(case["mdtype"]))
+    bound = 4 * (n + matrix.shape[-2]) * e
+    scale_x = float(mw.norm() * x.to(wide).norm())
+    scale_y = float(mw.norm() * y.to(wide).norm())
+    assert float((ax.to(wide) - exact_ax).norm()) <= bound * scale_x
+    assert float((aty.to(wide) - exact_aty).norm()) <= bound * scale_y
+    OUTCOMES["matrix: ok"] += 1
+
+
+BAD_KERNELS = [
+    ("a list", [[0.5, 0.5]]),
+    ("integer", torch.ones(3, 3, dtype=torch.int64)),
+    ("complex", torch.ones(3, 3, dtype=torch.complex64)),
+    ("3-d", torch.ones(1, 3, 3)),
+    ("empty", torch.ones(0, 3)),
+    ("bool", torch.ones(3, 3, dtype=torch.bool)),
+]
+
+
+@pytest.mark.parametrize("what, kernel", BAD_KERNELS, ids=[b[0] for b in BAD_KERNELS])
+def test_bad_kernels_are_refused_at_construction(what, kernel):
+    with pytest.raises(ValueError, match="kernel: expected"):
+        Blur(kernel)
+    OUTCOMES["bad kernel: ValueError"] += 1
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(padding="mirror"), "padding: expected one of"),
+        (dict(padding=None), "padding: expected one of"),
+        (dict(fft="yes"), "fft: expected True, False or 'auto'"),
+        (dict(noise="gaussian"), "noise: expected a noise module or None"),
+    ],
+)
+def test_bad_blur_options_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Blur(torch.ones(3, 3) / 9, **kwargs)
+    OUTCOMES["bad option: ValueError"] += 1
+
+
+@pytest.mark.parametrize(
+    "x",
+    [torch.ones(4, 4), torch.ones(1, 1, 4, 4, dtype=torch.int32), "image", torch.ones(2, 1, 1)],
+    ids=["2-d", "integer", "string", "3-d"],
+)
+def test_bad_images_are_refused(x):
+    op = Blur(torch.ones(3, 3) / 9, padding="circular")
+    with pytest.raises((ValueError, TypeError)) as err:
+        op.A(x)
+    expect_clean_error(err.value, "bad image")
