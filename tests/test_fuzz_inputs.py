@@ -125,10 +125,7 @@ def test_gaussian_kernel(sigma, size):
     sigma=st.one_of(
         st.floats(0, 1),
         st.floats(0, 1),
-        # (finite values beyond float32's range: a known open issue, see the xfail below)
-        st.floats(allow_nan=True, allow_infinity=True).filter(
-            lambda v: not (math.isfinite(v) and abs(v) > 1e30)
-        ),
+        st.floats(allow_nan=True, allow_infinity=True),
         st.sampled_from(["per-sample", "wrong-shape", "negative-tensor", "string"]),
     ),
 )
@@ -138,7 +135,7 @@ def test_dncnn_inputs(channels, shape, right_channels, ndim, dtype, sigma):
     torch.manual_seed(0)
     model = DnCNN(channels, channels, depth=2, features=4)
     if not dtype.is_complex:
-        model = model.to(dtype)  # the documented use; a mismatch: see the xfail below
+        model = model.to(dtype)  # the documented use; a mismatch is refused (test below)
     shape = shape[:ndim] if ndim < 4 else shape + (1,) * (ndim - 4)
     x = torch.rand(shape).to(dtype)
     if sigma == "per-sample":
@@ -157,26 +154,12 @@ def test_dncnn_inputs(channels, shape, right_channels, ndim, dtype, sigma):
     OUTCOMES["dncnn: ok"] += 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="found by fuzzing: DnCNN (models/, not this branch's to change) lets a float64 "
-    "image reach a float32 network and torch says 'Input type (double) and bias type "
-    "(float) should be the same' instead of a ValueError naming x",
-)
 def test_dncnn_refuses_an_image_of_another_dtype():
     model = DnCNN(1, 1, depth=2, features=4)
     with pytest.raises(ValueError, match="x:"):
         model(torch.rand(1, 1, 8, 8, dtype=torch.float64), 0.1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="found by fuzzing: a finite noise level beyond float32's range reaches "
-    "x.new_full in models/_inputs.py: 'value cannot be converted to type float without "
-    "overflow' instead of a ValueError naming sigma",
-)
 def test_dncnn_refuses_a_noise_level_beyond_the_dtype():
     model = DnCNN(1, 1, depth=2, features=4)
     with pytest.raises(ValueError, match="sigma:"):

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from .operator import LinearOperator
-from .prox import _check_inputs
+from .prox import check_prox_inputs
 
 __all__ = ["ComposedOperator", "SumOperator", "ScaledOperator"]
 
@@ -145,7 +145,7 @@ class ScaledOperator(LinearOperator):
             return super().prox_l2(
                 z, y, gamma, solver=solver, backward=backward, return_info=return_info
             )
-        g = _check_inputs(self, z, y, gamma)  # the core's errors; a tensor broadcasting to z
+        g = check_prox_inputs(self, z, y, gamma)  # the core's errors; a tensor broadcasting to z
         if isinstance(c, Tensor):
             c = c.to(g.dtype)
         return self.op.prox_l2(

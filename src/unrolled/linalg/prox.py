@@ -36,7 +36,7 @@ from torch import Tensor
 from .cg import CG, SolveInfo
 from .operator import LinearOperator, tensor_slots, with_tensors
 
-__all__ = ["prox_l2", "ProxInfo", "BACKWARD_MODES"]
+__all__ = ["prox_l2", "ProxInfo", "BACKWARD_MODES", "check_prox_inputs"]
 
 BACKWARD_MODES = ("implicit", "unroll", "checkpoint")
 
@@ -94,7 +94,7 @@ def prox_l2(
         raise ValueError(f"backward: expected one of {BACKWARD_MODES}, got {backward!r}")
     if not isinstance(op, LinearOperator):
         raise ValueError(f"op: expected a LinearOperator, got {type(op).__name__}")
-    gamma = _check_inputs(op, z, y, gamma)
+    gamma = check_prox_inputs(op, z, y, gamma)
     info = ProxInfo(mode=backward, forward=None)
 
     tensors, slot_index, slots = _unique_tensors(op)
@@ -141,8 +141,9 @@ def prox_l2(
 # -- inputs ---------------------------------------------------------------------------
 
 
-def _check_inputs(op: LinearOperator, z, y, gamma) -> Tensor:
-    """Validate ``z``, ``y`` and ``gamma``; return gamma as a tensor broadcastable to z."""
+def check_prox_inputs(op: LinearOperator, z, y, gamma) -> Tensor:
+    """Validate the inputs of a least-squares prox; return gamma as a tensor broadcastable
+    to ``z``. Closed-form ``prox_l2`` overrides call it so their errors match."""
     for name, t in (("z", z), ("y", y)):
         if not isinstance(t, Tensor):
             raise ValueError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")

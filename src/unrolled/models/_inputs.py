@@ -11,8 +11,9 @@ from torch import Tensor, nn
 __all__ = ["check_image", "kaiming_init", "noise_level_map", "with_noise_level"]
 
 
-def check_image(x: Tensor, channels: int, owner: str) -> None:
-    """Refuse anything but a real ``(B, channels, H, W)`` floating tensor."""
+def check_image(x: Tensor, channels: int, owner: str, dtype: torch.dtype | None = None) -> None:
+    """Refuse anything but a real ``(B, channels, H, W)`` floating tensor (of ``dtype``,
+    the network's, when given)."""
     if not isinstance(x, Tensor):
         raise ValueError(f"x: expected a torch.Tensor, got {type(x).__name__}")
     if x.is_complex():
@@ -24,6 +25,11 @@ def check_image(x: Tensor, channels: int, owner: str) -> None:
         raise ValueError(f"x: expected a floating tensor, got dtype {x.dtype}")
     if x.ndim != 4 or x.shape[1] != channels:
         raise ValueError(f"x: expected shape (B, {channels}, H, W), got {tuple(x.shape)}")
+    if dtype is not None and x.dtype != dtype:
+        raise ValueError(
+            f"x: expected dtype {dtype} (that of the {owner}'s weights; convert one of them "
+            f"with .to()), got {x.dtype}"
+        )
 
 
 def noise_level_map(sigma: float | Tensor, x: Tensor) -> Tensor:
@@ -37,8 +43,10 @@ def noise_level_map(sigma: float | Tensor, x: Tensor) -> Tensor:
     if isinstance(sigma, bool) or not isinstance(sigma, (Real, Tensor)):
         raise ValueError(f"sigma: expected a number >= 0 or a tensor, got {type(sigma).__name__}")
     if not isinstance(sigma, Tensor):
-        if not (math.isfinite(sigma) and sigma >= 0):
-            raise ValueError(f"sigma: expected a finite number >= 0, got {sigma!r}")
+        if not (math.isfinite(sigma) and 0 <= sigma <= torch.finfo(x.dtype).max):
+            raise ValueError(
+                f"sigma: expected a finite number >= 0 representable in {x.dtype}, got {sigma!r}"
+            )
         return x.new_full((b, 1, h, w), float(sigma))
     if sigma.is_complex() or not sigma.is_floating_point():
         raise ValueError(f"sigma: expected a real floating tensor, got dtype {sigma.dtype}")
@@ -55,7 +63,13 @@ def noise_level_map(sigma: float | Tensor, x: Tensor) -> Tensor:
         raise ValueError(
             f"sigma: expected finite values >= 0, got {sigma.detach().flatten().tolist()}"
         )
-    return s.to(dtype=x.dtype, device=x.device).expand(b, 1, h, w)
+    s = s.to(dtype=x.dtype, device=x.device)
+    if not bool(torch.isfinite(s).all()):
+        raise ValueError(
+            f"sigma: expected values representable in {x.dtype}, got "
+            f"{sigma.detach().flatten().tolist()}"
+        )
+    return s.expand(b, 1, h, w)
 
 
 def with_noise_level(x: Tensor, sigma: float | Tensor) -> Tensor:

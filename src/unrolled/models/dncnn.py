@@ -83,7 +83,7 @@ class DnCNN(nn.Module):
     def forward(self, x: Tensor, sigma: float | Tensor) -> Tensor:
         """Denoise ``x`` ``(B, C, H, W)`` at noise level ``sigma``: a number, a 0-d
         tensor or a ``(B,)`` tensor. Returns ``(B, out_channels, H, W)``."""
-        check_image(x, self.in_channels, "DnCNN")
+        check_image(x, self.in_channels, "DnCNN", self.net[-1].weight.dtype)
         out = self.net(with_noise_level(x, sigma))
         return x - out if self.residual else out
 

@@ -102,7 +102,7 @@ class UNet(nn.Module):
     def forward(self, x: Tensor, sigma: float | Tensor) -> Tensor:
         """Denoise ``x`` ``(B, C, H, W)`` at noise level ``sigma`` (a number, a 0-d or a
         ``(B,)`` tensor). Returns ``(B, out_channels, H, W)``."""
-        check_image(x, self.in_channels, "UNet")
+        check_image(x, self.in_channels, "UNet", self.last.weight.dtype)
         h, w = x.shape[-2:]
         multiple = 2**self.levels
         pad_h, pad_w = -h % multiple, -w % multiple

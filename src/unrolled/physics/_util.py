@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from ..linalg.cg import CG
-from ..linalg.prox import BACKWARD_MODES, ProxInfo, _check_inputs
+from ..linalg.prox import BACKWARD_MODES, ProxInfo, check_prox_inputs
 
 MASK_SHAPES = "(W,), (H, W), (C, H, W) or (B, C, H, W)"
 
@@ -80,7 +80,7 @@ def closed_form_gamma(op, z, y, gamma, solver, backward: str) -> Tensor:
         raise ValueError(f"solver: expected an unrolled.CG, got {type(solver).__name__}")
     if backward not in BACKWARD_MODES:
         raise ValueError(f"backward: expected one of {BACKWARD_MODES}, got {backward!r}")
-    return _check_inputs(op, z, y, gamma)
+    return check_prox_inputs(op, z, y, gamma)
 
 
 def constant_over(gamma: Tensor, dims: int) -> bool:

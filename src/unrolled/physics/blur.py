@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..linalg.prox import ProxInfo, _check_inputs
+from ..linalg.prox import ProxInfo, check_prox_inputs
 from .base import Physics
 from .fourier import apply_spectrum, kernel_spectrum
 from .fourier import spectral_solve as fourier_solve
@@ -275,7 +275,7 @@ class Blur(Physics):
     def prox_l2(self, z, y, gamma, *, solver=None, backward="implicit", return_info=False):
         """Circular padding: the closed form ``F^-1 [(conj(K_hat) F y + F z / gamma) /
         (|K_hat|^2 + 1/gamma)]``, differentiable by autograd; other paddings use CG."""
-        gamma_t = _check_inputs(self, z, y, gamma) if self.padding == "circular" else None
+        gamma_t = check_prox_inputs(self, z, y, gamma) if self.padding == "circular" else None
         if gamma_t is None or (gamma_t.ndim >= 2 and gamma_t.shape[-2:] != (1, 1)):
             return super().prox_l2(
                 z, y, gamma, solver=solver, backward=backward, return_info=return_info
