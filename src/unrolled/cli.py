@@ -1,4 +1,4 @@
-"""Command line: ``unrolled demo | train | bench``.
+"""Command line: ``unrolled demo | train`` (benchmarks: ``python -m benchmarks.run`` in a checkout).
 
 Each sub-command lives in its own module, which provides ``add_arguments(parser)`` and
 ``run(args) -> int``; this file only dispatches, so the commands stay independent.
