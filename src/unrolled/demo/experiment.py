@@ -261,10 +261,10 @@ def measure_step(
     }
 
 
-def first_batch(cfg: DemoConfig, loader, physics: nn.Module, device, trainer: Trainer):
+def first_batch(cfg: DemoConfig, loader, trainer: Trainer):
     """The first training batch and its measurement, exactly as the trainer's step 1."""
     x = next(epoch_batches(loader, cfg.seed, 0))
-    x = (x[0] if isinstance(x, (tuple, list)) else x).to(device)
+    x = (x[0] if isinstance(x, (tuple, list)) else x).to(trainer.device)
     return x, trainer.measure(x, 0, 0)
 
 
@@ -284,7 +284,7 @@ def _rss_setup(config: dict, mode_name: str, state: dict, threads: int):
     train, _, _ = build_data(cfg)
     loader = make_loader(train, cfg.batch_size)
     trainer = Trainer(model, physics, loader, lr=cfg.lr, progress=False, seed=cfg.seed)
-    x, y = first_batch(cfg, loader, physics, "cpu", trainer)
+    x, y = first_batch(cfg, loader, trainer)
     # Touch the libraries' one-off buffers (thread pools, conv kernels) on a tiny input.
     small = torch.randn(1, 2, 8, 8, requires_grad=True)
     nn.functional.conv2d(small, torch.randn(2, 2, 3, 3)).sum().backward()
@@ -380,7 +380,7 @@ def train_mode(
         tensorboard=False,
         plots=False,
     )
-    x, y = first_batch(cfg, loader, physics, device, trainer)
+    x, y = first_batch(cfg, loader, trainer)
     memory = measure_step(model, physics, x, y, device)
     rss = rss_of_mode(cfg, mode, state) if cfg.rss else None
 
