@@ -94,6 +94,9 @@ def test_dense_complex_operator_adjoint():
             return y @ self.matrix
 
     assert WrongAdjoint(m).adjointness_error((3, 5), generator=g) > 1e-3
+    # a tensor gives the shape and dtype; deepinv's name works too
+    assert op.adjointness_test(torch.zeros(3, 5, dtype=torch.complex128), generator=g) <= 1e-12
+    assert WrongAdjoint(m).adjointness_test(torch.zeros(3, 5, dtype=torch.complex128)) > 1e-3
 
 
 def test_per_sample_kernels_blur_each_sample_with_its_own():

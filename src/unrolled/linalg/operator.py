@@ -166,23 +166,27 @@ class LinearOperator(nn.Module):
 
     def adjointness_error(
         self,
-        input_shape: Sequence[int],
+        input_shape: Sequence[int] | Tensor,
         *,
         dtype: torch.dtype | None = None,
         generator: torch.Generator | None = None,
     ) -> float:
         """Relative mismatch ``|<A x, y> - <x, A^H y>| / max(|Ax||y|, |x||A^H y|)``.
 
-        ``x`` and ``y`` are random (complex when ``dtype`` is). The complex inner
-        product is compared in full, so a wrong conjugation is caught too. A correct
-        adjoint gives a few ulps of ``dtype``.
+        ``input_shape`` is the shape of ``x`` (batch included), or a tensor whose shape
+        and dtype are taken. ``x`` and ``y`` are random (complex when ``dtype`` is). The
+        complex inner product is compared in full, so a wrong conjugation is caught too.
+        A correct adjoint gives a few ulps of ``dtype``.
         """
+        if isinstance(input_shape, Tensor):
+            dtype = dtype or input_shape.dtype
+            input_shape = input_shape.shape
         dtype = dtype or self.domain_dtype()
         device = self.device()
-        x = torch.randn(tuple(input_shape), dtype=dtype, device=device, generator=generator)
         with torch.no_grad():
+            x = _randn(tuple(input_shape), dtype, device, generator)
             ax = self.A(x)
-            y = torch.randn(ax.shape, dtype=ax.dtype, device=device, generator=generator)
+            y = _randn(ax.shape, ax.dtype, device, generator)
             aty = self.A_adjoint(y)
             lhs = inner(ax, y)
             rhs = inner(x, aty)
@@ -190,6 +194,15 @@ class LinearOperator(nn.Module):
         if scale == 0:
             return 0.0
         return float((lhs - rhs).abs() / scale)
+
+    #: the name deepinv users know
+    adjointness_test = adjointness_error
+
+
+def _randn(shape, dtype, device, generator: torch.Generator | None) -> Tensor:
+    # drawn on the generator's device, then moved: a CPU generator serves a GPU operator
+    where = generator.device if generator is not None else device
+    return torch.randn(shape, dtype=dtype, device=where, generator=generator).to(device)
 
 
 class MatrixOperator(LinearOperator):
