@@ -7,8 +7,7 @@ import torch
 import unrolled as ur
 from unrolled.linalg import LinearOperator, MatrixOperator
 from unrolled.physics import PADDINGS, Blur, GaussianNoise, PoissonNoise, gaussian_kernel
-
-from .dense import rel
+from unrolled.physics.testing import relative_error as rel
 
 F64 = torch.float64
 
@@ -197,8 +196,7 @@ def test_fft_and_direct_convolutions_agree(padding):
 
 def test_circular_closed_form_prox_equals_iterative_and_dense():
     from unrolled.linalg import CG, prox_l2
-
-    from .dense import dense_matrix, dense_prox
+    from unrolled.physics.testing import dense_prox
 
     g = torch.Generator().manual_seed(4)
     k = torch.rand(5, 4, dtype=F64, generator=g).requires_grad_()
@@ -210,9 +208,7 @@ def test_circular_closed_form_prox_equals_iterative_and_dense():
     assert info.mode == "closed_form"
     iterative = prox_l2(op, z, y, gamma, solver=CG(tol=1e-14, max_iter=2000))
     assert rel(h, iterative) < 1e-10
-    truth = dense_prox(
-        dense_matrix(lambda e: Blur(k, padding="circular").A(e), (3, 9, 10)), z, y, gamma
-    )
+    truth = dense_prox(Blur(k, padding="circular"), z, y, gamma)
     v = torch.randn(h.shape, dtype=F64, generator=g)
     grads = torch.autograd.grad((h * v).sum(), [z, y, gamma, k])
     truth_grads = torch.autograd.grad((truth * v).sum(), [z, y, gamma, k])

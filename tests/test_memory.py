@@ -15,16 +15,6 @@ from unrolled.train import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: with several intra-op threads on a busy machine, each op waits on
-    # the others' spin barriers (100x slower); one thread measures the same things.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_saved_tensor_meter_counts_a_storage_once_and_releases_it():
     a = torch.randn(1000, dtype=torch.float32, requires_grad=True)
     with SavedTensorMeter() as meter:

@@ -11,16 +11,6 @@ from torch import nn
 from unrolled.models import DnCNN, PnP, UNet
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: intra-op threads only add synchronisation, which on a busy
-    machine makes a run many times slower. Restored after each test."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _images(b=2, c=3, h=8, w=8, dtype=torch.float32, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.rand(b, c, h, w, generator=g, dtype=dtype)

@@ -6,9 +6,9 @@ import torch
 import unrolled as ur
 from unrolled.linalg import CG, MatrixOperator, NonConvergenceWarning, prox_l2
 from unrolled.physics import Blur, gaussian_kernel
+from unrolled.physics.testing import dense_prox
+from unrolled.physics.testing import relative_error as rel
 from unrolled.train import SavedTensorMeter
-
-from .dense import dense_matrix, dense_prox, rel
 
 F64 = torch.float64
 TIGHT = CG(max_iter=1000, tol=1e-13)
@@ -26,10 +26,6 @@ def blur_problem(padding="valid", shape=(2, 3, 10, 10), sigma=1.0, seed=0, dtype
     return op, z, y
 
 
-def blur_matrix(kernel, padding, image_shape):
-    return dense_matrix(lambda e: Blur(kernel, padding=padding).A(e), image_shape)
-
-
 # -- forward -------------------------------------------------------------------------
 
 
@@ -38,7 +34,7 @@ def test_prox_equals_dense_solve_blur(padding):
     op, z, y = blur_problem(padding)
     gamma = torch.tensor([0.3, 4.0], dtype=F64)
     h = prox_l2(op, z, y, gamma, solver=TIGHT)
-    truth = dense_prox(blur_matrix(op.kernel, padding, (3, 10, 10)), z, y, gamma)
+    truth = dense_prox(Blur(op.kernel, padding=padding), z, y, gamma)
     assert rel(h, truth) <= 1e-10
 
 
@@ -50,7 +46,7 @@ def test_prox_equals_dense_solve_complex():
     y = torch.randn(2, 6, dtype=torch.complex128, generator=g)
     h = prox_l2(op, z, y, 0.7, solver=TIGHT)
     assert h.dtype == torch.complex128
-    assert rel(h, dense_prox([m[0], m[1]], z, y, 0.7)) <= 1e-10
+    assert rel(h, dense_prox(op, z, y, 0.7)) <= 1e-10
 
 
 # -- implicit gradients against the dense closed form ---------------------------------
@@ -80,7 +76,7 @@ def test_implicit_gradients_match_dense_closed_form(padding, gamma_kind):
     inputs = [z, y, kernel] + ([gamma] if isinstance(gamma, torch.Tensor) else [])
     grads = torch.autograd.grad((h * v).sum(), inputs)
 
-    truth = dense_prox(blur_matrix(kernel, padding, (3, 10, 10)), z, y, gamma)
+    truth = dense_prox(Blur(kernel, padding=padding), z, y, gamma)
     grads_truth = torch.autograd.grad((truth * v).sum(), inputs)
     assert rel(h, truth) <= 1e-10
     for name, g, t in zip(["z", "y", "kernel", "gamma"], grads, grads_truth, strict=False):
@@ -100,7 +96,7 @@ def test_implicit_gradients_complex_operator():
     grads = torch.autograd.grad(
         loss(prox_l2(MatrixOperator(m), z, y, gamma, solver=TIGHT)), [z, y, gamma, m]
     )
-    truth = torch.autograd.grad(loss(dense_prox(m, z, y, gamma)), [z, y, gamma, m])
+    truth = torch.autograd.grad(loss(dense_prox(MatrixOperator(m), z, y, gamma)), [z, y, gamma, m])
     for g_, t in zip(grads, truth, strict=True):
         assert rel(g_, t) <= 1e-8
 
@@ -179,7 +175,7 @@ def test_buffer_requiring_grad_gets_its_gradient():
     op.kernel.requires_grad_()  # a buffer with requires_grad
     prox_l2(op, z, y, 1.0, solver=TIGHT).sum().backward()
     truth_k = op.kernel.detach().clone().requires_grad_()
-    dense_prox(blur_matrix(truth_k, "circular", (3, 10, 10)), z, y, 1.0).sum().backward()
+    dense_prox(Blur(truth_k, padding="circular"), z, y, 1.0).sum().backward()
     assert rel(op.kernel.grad, truth_k.grad) <= 1e-8
 
 
@@ -226,7 +222,7 @@ def test_scale_of_upstream_gradient_does_not_change_relative_accuracy():
     op, z, y = blur_problem("valid")
     z.requires_grad_()
     solver = CG(max_iter=500, tol=1e-6)
-    truth_h = dense_prox(blur_matrix(op.kernel, "valid", (3, 10, 10)), z, y, 5.0)
+    truth_h = dense_prox(Blur(op.kernel, padding="valid"), z, y, 5.0)
     v = torch.randn(z.shape, dtype=F64)
     truth = torch.autograd.grad((truth_h * v).sum(), z)[0]
     errors = []
@@ -399,7 +395,7 @@ def test_unroll_differentiates_through_a_preconditioner():
     kernel = op.kernel.clone().requires_grad_()
     gamma = torch.tensor([0.5, 3.0], dtype=F64, requires_grad=True)
     solver = CG(tol=1e-12, preconditioner=lambda o, g: o.fourier_preconditioner(g))
-    truth = dense_prox(blur_matrix(kernel, "circular", (3, 10, 10)), z, y, gamma)
+    truth = dense_prox(Blur(kernel, padding="circular"), z, y, gamma)
     truth_grads = torch.autograd.grad(truth.sum(), [gamma, kernel])
     for mode in ("unroll", "checkpoint", "implicit"):
         h, info = prox_l2(

@@ -39,16 +39,6 @@ from unrolled.train import (
 DTYPE = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: with several intra-op threads on a busy machine, each op waits on
-    # the others' spin barriers (100x slower); one thread measures the same things.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class TinyUnfolded(nn.Module):
     """A two-conv refinement of ``A^T y`` followed by one L2 prox with a trainable step."""
 

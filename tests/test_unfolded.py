@@ -16,16 +16,6 @@ from unrolled.unfolded import ADMM, DRS, HQS, PGD, build
 ALGORITHMS = ["hqs", "admm", "pgd", "drs"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: intra-op threads only add synchronisation, which on a busy
-    machine makes a run many times slower. Restored after each test."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def discs(n=2, size=16, seed=0, dtype=torch.float32):
     """``(n, 1, size, size)`` images: a few overlapping discs of random grey levels."""
     g = torch.Generator().manual_seed(seed)

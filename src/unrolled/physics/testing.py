@@ -74,6 +74,7 @@ def prox_gradients(
 
 def relative_error(a: Tensor, b: Tensor) -> float:
     """``||a - b|| / ||b||`` (``||a - b||`` when ``b`` is zero)."""
+    a, b = a.detach(), b.detach()
     diff = torch.linalg.vector_norm((a - b).reshape(-1))
     ref = torch.linalg.vector_norm(b.reshape(-1))
     return float(diff / ref) if ref > 0 else float(diff)
