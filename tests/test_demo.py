@@ -15,7 +15,7 @@ from PIL import Image
 
 import unrolled as ur
 from unrolled.demo import DemoConfig, run_demo
-from unrolled.demo.complex import ComplexDenoiser
+from unrolled.models import ComplexDenoiser
 from unrolled.demo.config import Mode, parse_modes
 from unrolled.demo.experiment import (
     build_data,

@@ -1,9 +1,10 @@
 """unrolled: unrolled networks for imaging inverse problems with an O(1)-memory implicit
 backward for the least-squares data step."""
 
-from . import data, linalg, models, physics, train, unfolded
+from . import data, evaluation, linalg, models, physics, train, unfolded
 from .fidelity import L2, SolveStats
 from .linalg import CG, SolveInfo, prox_l2
+from .saving import load, save
 
 __version__ = "0.1.0"
 
@@ -14,10 +15,13 @@ __all__ = [
     "SolveStats",
     "__version__",
     "data",
+    "evaluation",
     "linalg",
+    "load",
     "models",
     "physics",
     "prox_l2",
+    "save",
     "train",
     "unfolded",
 ]

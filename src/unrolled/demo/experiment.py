@@ -151,7 +151,7 @@ def build_physics(cfg: DemoConfig) -> nn.Module:
 
 def build_denoiser(cfg: DemoConfig) -> nn.Module:
     if cfg.physics == "mri":
-        from .complex import ComplexDenoiser
+        from ..models import ComplexDenoiser
 
         return ComplexDenoiser(DnCNN(2, 2, depth=cfg.depth, features=cfg.features))
     return DnCNN(CHANNELS, CHANNELS, depth=cfg.depth, features=cfg.features)

@@ -75,6 +75,7 @@ class UNet(nn.Module):
             raise ValueError(f"last_init_scale: expected a number >= 0, got {last_init_scale!r}")
         self.in_channels = in_channels
         self.out_channels = out_channels
+        self.base = base
         self.levels = levels
         self.residual = residual
 

@@ -5,11 +5,13 @@ from .base import Physics
 from .blur import PADDINGS, Blur, gaussian_kernel
 from .compressed_sensing import CompressedSensing
 from .downsampling import Downsampling
+from .initial import INITIAL_ESTIMATES, initial_estimate, normalized_adjoint
 from .inpainting import Inpainting
 from .mri import MRI, MultiCoilMRI, cartesian_mask, fft2c, ifft2c, smooth_coil_maps
 from .noise import GaussianNoise, PoissonNoise
 
 __all__ = [
+    "INITIAL_ESTIMATES",
     "MRI",
     "PADDINGS",
     "Blur",
@@ -24,6 +26,8 @@ __all__ = [
     "fft2c",
     "gaussian_kernel",
     "ifft2c",
+    "initial_estimate",
+    "normalized_adjoint",
     "smooth_coil_maps",
     "testing",
 ]

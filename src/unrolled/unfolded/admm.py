@@ -18,7 +18,7 @@ __all__ = ["ADMM"]
 class ADMM(Unfolded):
     """Unfolded ADMM in scaled form (plug-and-play) for ``min f(x) + g(z)``, ``x = z``.
 
-    From ``z_0 = x0`` (default ``A^H y``) and ``u_0 = 0``, for ``k = 1..K``::
+    From ``z_0 = x0`` (default: the ``init`` estimate) and ``u_0 = 0``, for ``k = 1..K``::
 
         x_k = prox_{gamma_k f}(z_{k-1} - u_{k-1})
         z_k = D(x_k + u_{k-1}, sigma_k)
@@ -48,6 +48,7 @@ class ADMM(Unfolded):
         share_parameters: Iterable[str] | bool = False,
         share_denoiser: bool = True,
         checkpoint_layers: bool = False,
+        init: str = "auto",
     ):
         super().__init__(
             layers,
@@ -59,6 +60,7 @@ class ADMM(Unfolded):
             share_parameters=share_parameters,
             share_denoiser=share_denoiser,
             checkpoint_layers=checkpoint_layers,
+            init=init,
         )
 
     @property

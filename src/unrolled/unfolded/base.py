@@ -12,6 +12,7 @@ from torch.utils.checkpoint import checkpoint
 from ..fidelity import L2
 from ..linalg.operator import LinearOperator
 from ..models.pnp import PnP
+from ..physics.initial import INITIAL_ESTIMATES, initial_estimate
 from .scalars import LayerScalars, ScalarSpec
 
 __all__ = ["Unfolded"]
@@ -43,6 +44,11 @@ class Unfolded(nn.Module):
             (``torch.utils.checkpoint``, non-reentrant): activation memory is one layer's
             instead of all layers', for about one more forward pass of compute. The
             data-step solves run again too, and ``fidelity.stats`` counts them.
+        init: the initial estimate when ``forward`` gets no ``x0``: ``"auto"`` (default:
+            ``A^H y / A^H 1`` for blur, downsampling and inpainting, ``A^H y`` otherwise),
+            ``"adjoint"`` or ``"normalized_adjoint"``; see
+            :func:`~unrolled.physics.initial_estimate`. Part of the model, so a saved
+            model reproduces its outputs from ``model(y, physics)`` alone.
     """
 
     SCALARS: tuple[ScalarSpec, ...] = ()
@@ -59,6 +65,7 @@ class Unfolded(nn.Module):
         share_parameters: Iterable[str] | bool = False,
         share_denoiser: bool = True,
         checkpoint_layers: bool = False,
+        init: str = "auto",
     ):
         super().__init__()
         if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
@@ -86,7 +93,10 @@ class Unfolded(nn.Module):
         ):
             if not isinstance(flag, bool):
                 raise ValueError(f"{name}: expected a bool, got {flag!r}")
+        if init not in INITIAL_ESTIMATES:
+            raise ValueError(f"init: expected one of {INITIAL_ESTIMATES}, got {init!r}")
         self.layers = layers
+        self.init = init
         self.fidelity = fidelity
         self.share_denoiser = share_denoiser
         self.checkpoint_layers = checkpoint_layers
@@ -130,7 +140,8 @@ class Unfolded(nn.Module):
         return state[0]
 
     def forward(self, y: Tensor, physics: LinearOperator, x0: Tensor | None = None) -> Tensor:
-        """The estimate after ``layers`` iterations, from ``x0`` (default ``A^H y``)."""
+        """The estimate after ``layers`` iterations, from ``x0`` (default: the estimate
+        ``init`` names)."""
         if not isinstance(y, Tensor):
             raise ValueError(f"y: expected a torch.Tensor, got {type(y).__name__}")
         if not isinstance(physics, LinearOperator):
@@ -139,7 +150,7 @@ class Unfolded(nn.Module):
                 f"got {type(physics).__name__}"
             )
         if x0 is None:
-            x0 = physics.A_adjoint(y)
+            x0 = initial_estimate(physics, y, self.init)
         elif not isinstance(x0, Tensor):
             raise ValueError(f"x0: expected a torch.Tensor or None, got {type(x0).__name__}")
         state = self.init_state(x0)
@@ -163,5 +174,5 @@ class Unfolded(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"layers={self.layers}, share_denoiser={self.share_denoiser}, "
-            f"checkpoint_layers={self.checkpoint_layers}"
+            f"checkpoint_layers={self.checkpoint_layers}, init={self.init!r}"
         )

@@ -17,7 +17,7 @@ __all__ = ["DRS"]
 class DRS(Unfolded):
     """Unfolded (relaxed) Douglas-Rachford splitting (plug-and-play).
 
-    From ``z_0 = x0`` (default ``A^H y``), for ``k = 1..K``::
+    From ``z_0 = x0`` (default: the ``init`` estimate), for ``k = 1..K``::
 
         x_k = prox_{gamma_k f}(z_{k-1})
         w_k = D(2 x_k - z_{k-1}, sigma_k)
@@ -50,6 +50,7 @@ class DRS(Unfolded):
         share_parameters: Iterable[str] | bool = False,
         share_denoiser: bool = True,
         checkpoint_layers: bool = False,
+        init: str = "auto",
     ):
         super().__init__(
             layers,
@@ -61,6 +62,7 @@ class DRS(Unfolded):
             share_parameters=share_parameters,
             share_denoiser=share_denoiser,
             checkpoint_layers=checkpoint_layers,
+            init=init,
         )
 
     @property

@@ -17,7 +17,7 @@ __all__ = ["HQS"]
 class HQS(Unfolded):
     """Unfolded half-quadratic splitting (plug-and-play).
 
-    From ``z_0 = x0`` (default ``A^H y``), for ``k = 1..K``::
+    From ``z_0 = x0`` (default: the ``init`` estimate), for ``k = 1..K``::
 
         x_k = prox_{gamma_k f}(z_{k-1})
             = argmin_x 1/2 ||A x - y||^2 + 1/(2 gamma_k) ||x - z_{k-1}||^2
@@ -42,6 +42,7 @@ class HQS(Unfolded):
         share_parameters: Iterable[str] | bool = False,
         share_denoiser: bool = True,
         checkpoint_layers: bool = False,
+        init: str = "auto",
     ):
         super().__init__(
             layers,
@@ -53,6 +54,7 @@ class HQS(Unfolded):
             share_parameters=share_parameters,
             share_denoiser=share_denoiser,
             checkpoint_layers=checkpoint_layers,
+            init=init,
         )
 
     def init_state(self, x0: Tensor) -> State:

@@ -17,7 +17,7 @@ __all__ = ["PGD"]
 class PGD(Unfolded):
     """Unfolded proximal gradient descent (plug-and-play).
 
-    From ``x_0 = x0`` (default ``A^H y``), for ``k = 1..K``::
+    From ``x_0 = x0`` (default: the ``init`` estimate), for ``k = 1..K``::
 
         x_k = D(x_{k-1} - gamma_k A^H (A x_{k-1} - y), sigma_k)
 
@@ -42,6 +42,7 @@ class PGD(Unfolded):
         share_parameters: Iterable[str] | bool = False,
         share_denoiser: bool = True,
         checkpoint_layers: bool = False,
+        init: str = "auto",
     ):
         super().__init__(
             layers,
@@ -53,6 +54,7 @@ class PGD(Unfolded):
             share_parameters=share_parameters,
             share_denoiser=share_denoiser,
             checkpoint_layers=checkpoint_layers,
+            init=init,
         )
 
     def init_state(self, x0: Tensor) -> State:

@@ -1,0 +1,172 @@
+"""Classical reconstructions a trained network must beat, with their weights validated.
+
+- ``normalised adjoint`` (or ``adjoint`` where ``A`` is not an average): the initial
+  estimate of :func:`~unrolled.physics.initial_estimate`, no parameter.
+- ``Tikhonov``: ``argmin_x 1/2 ||A x - y||^2 + lam/2 ||x - x0||^2`` with ``x0`` that initial
+  estimate: the least-squares prox at ``gamma = 1 / lam``.
+- ``smooth LS``: ``argmin_x 1/2 ||A x - y||^2 + lam/2 ||D x||^2`` with ``D`` the forward
+  differences along rows and columns (no wrap-around): least squares with a smoothness
+  penalty, the classical linear deconvolution.
+
+The weight ``lam`` of each is picked from a logarithmic grid by the mean PSNR on a
+validation set (:func:`fit_baselines`), never on the images reported.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..linalg.cg import CG, cg
+from ..linalg.operator import LinearOperator
+from ..linalg.prox import prox_l2
+from ..physics.initial import _has_nonnegative_weights, initial_estimate
+from .metrics import psnr
+
+__all__ = [
+    "BASELINES",
+    "Baseline",
+    "LAMBDA_GRID",
+    "fit_baselines",
+    "smooth_least_squares",
+    "tikhonov",
+]
+
+#: the baselines :func:`fit_baselines` knows
+BASELINES = ("initial", "tikhonov", "smooth_ls")
+
+#: the default grid of regularisation weights: 1e-4 .. 10, four per decade
+LAMBDA_GRID = tuple(10 ** (k / 4) for k in range(-16, 5))
+
+#: CG settings of the baselines' solves: accurate enough that a PSNR moves < 0.01 dB
+BASELINE_SOLVER = CG(max_iter=400, tol=1e-5, on_failure="ignore")
+
+
+def tikhonov(
+    physics: LinearOperator, y: Tensor, lam: float, *, solver: CG = BASELINE_SOLVER
+) -> Tensor:
+    """``argmin_x 1/2 ||A x - y||^2 + lam/2 ||x - x0||^2``, ``x0`` the initial estimate."""
+    x0 = initial_estimate(physics, y)
+    with torch.no_grad():
+        return prox_l2(physics, x0, y, 1.0 / lam, solver=solver)
+
+
+def _differences(x: Tensor) -> tuple[Tensor, Tensor]:
+    return x[..., 1:, :] - x[..., :-1, :], x[..., :, 1:] - x[..., :, :-1]
+
+
+def _differences_adjoint(dy: Tensor, dx: Tensor) -> Tensor:
+    # D^T d for forward differences without wrap-around: [-d_0, d_0 - d_1, ..., d_{n-2}].
+    rows = F.pad(dy, (0, 0, 1, 0)) - F.pad(dy, (0, 0, 0, 1))
+    cols = F.pad(dx, (1, 0)) - F.pad(dx, (0, 1))
+    return rows + cols
+
+
+def smooth_least_squares(
+    physics: LinearOperator, y: Tensor, lam: float, *, solver: CG = BASELINE_SOLVER
+) -> Tensor:
+    """``argmin_x 1/2 ||A x - y||^2 + lam/2 ||D x||^2`` (``D``: forward differences) by CG,
+    started from the initial estimate. ``A^H A + lam D^T D`` is positive definite as long
+    as ``A`` does not vanish on constant images."""
+    with torch.no_grad():
+        x0 = initial_estimate(physics, y)
+        b = physics.A_adjoint(y)
+
+        def matvec(x: Tensor) -> Tensor:
+            return physics.A_adjoint(physics.A(x)) + lam * _differences_adjoint(*_differences(x))
+
+        x, _ = cg(
+            matvec,
+            b,
+            x0=x0,
+            max_iter=solver.max_iter,
+            tol=solver.tol,
+            on_failure=solver.on_failure,
+            what="smooth least squares",
+        )
+    return x
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A classical reconstruction with its weight fixed: ``baseline(physics, y) -> x``.
+
+    Attributes:
+        kind: one of :data:`BASELINES`.
+        lam: the regularisation weight (``None`` for the initial estimate).
+        normalised: whether the physics' initial estimate is the normalised adjoint.
+    """
+
+    kind: str
+    lam: float | None = None
+    normalised: bool = True  # whether the initial estimate divides by A^H 1 (for the label)
+
+    @property
+    def label(self) -> str:
+        if self.kind == "initial":
+            return "normalised adjoint" if self.normalised else "adjoint"
+        name = "Tikhonov" if self.kind == "tikhonov" else "smooth LS"
+        return f"{name} (lam={self.lam:.2g})"
+
+    def __call__(self, physics: LinearOperator, y: Tensor) -> Tensor:
+        if self.kind == "initial":
+            with torch.no_grad():
+                return initial_estimate(physics, y)
+        if self.kind == "tikhonov":
+            return tikhonov(physics, y, self.lam)
+        return smooth_least_squares(physics, y, self.lam)
+
+
+def _mean_psnr(method: Callable[[Tensor], Tensor], pairs, max_val: float) -> float:
+    values = [psnr(method(y), x, max_val) for x, y in pairs]
+    return float(torch.cat(values).double().mean())
+
+
+def fit_baselines(
+    physics: LinearOperator,
+    validation: Sequence[tuple[Tensor, Tensor]],
+    *,
+    kinds: Sequence[str] = BASELINES,
+    grid: Sequence[float] = LAMBDA_GRID,
+    max_val: float = 1.0,
+) -> list[Baseline]:
+    """Each baseline of ``kinds`` with its weight picked on ``validation``.
+
+    Args:
+        physics: the measurement operator.
+        validation: ``(x, y)`` pairs (batches of images and their measurements), not the
+            images the baselines will be reported on.
+        kinds: which baselines (see :data:`BASELINES`).
+        grid: candidate weights; the one with the best mean PSNR over ``validation`` wins
+            (the search refines once around it, by a factor ``10^(1/8)`` either side).
+        max_val: peak value for the PSNR.
+    """
+    unknown = [k for k in kinds if k not in BASELINES]
+    if unknown:
+        raise ValueError(f"kinds: expected names among {BASELINES}, got {unknown}")
+    if not validation:
+        raise ValueError("validation: expected at least one (x, y) pair, got none")
+    normalised = _has_nonnegative_weights(physics)
+    fitted = []
+    for kind in kinds:
+        if kind == "initial":
+            fitted.append(Baseline("initial", None, normalised))
+            continue
+
+        def score(lam: float, kind=kind) -> float:
+            return _mean_psnr(lambda y: Baseline(kind, lam)(physics, y), validation, max_val)
+
+        scores = {lam: score(lam) for lam in grid}
+        best = max(scores, key=scores.get)
+        for lam in (best * 10 ** (-1 / 8), best * 10 ** (1 / 8)):
+            scores[lam] = score(lam)
+        best = max(scores, key=scores.get)
+        if not math.isfinite(scores[best]):
+            raise ValueError(f"validation: no weight in the grid gives a finite PSNR for {kind}")
+        fitted.append(Baseline(kind, float(best), normalised))
+    return fitted

@@ -1,0 +1,84 @@
+"""Scores of several reconstruction methods on the same images and measurements."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from ..linalg.operator import LinearOperator
+from .metrics import psnr, ssim
+from .regions import determined_region
+
+__all__ = ["METRICS", "format_scores", "score_methods"]
+
+#: what :func:`score_methods` reports per method (means over the images)
+METRICS = ("psnr", "psnr_determined", "ssim")
+
+
+def score_methods(
+    methods: Mapping[str, Callable[[Tensor], Tensor]],
+    physics: LinearOperator,
+    pairs: Sequence[tuple[Tensor, Tensor]],
+    *,
+    max_val: float = 1.0,
+) -> dict[str, dict[str, float]]:
+    """Mean PSNR (whole image), PSNR over the determined region and SSIM of each method.
+
+    Args:
+        methods: name -> ``y -> x_hat``.
+        physics: the measurement operator (for the determined region).
+        pairs: ``(x, y)`` batches; images of different sizes go in different batches.
+        max_val: peak value of the images.
+
+    Returns:
+        ``{name: {"psnr", "psnr_determined", "ssim", "n"}}``, means over every image.
+    """
+    totals = {name: torch.zeros(3, dtype=torch.float64) for name in methods}
+    count = 0
+    for x, y in pairs:
+        region = determined_region(physics, x.shape).to(x.device)
+        for name, method in methods.items():
+            with torch.no_grad():
+                x_hat = method(y)
+            values = torch.stack(
+                [
+                    psnr(x_hat, x, max_val).double(),
+                    psnr(x_hat, x, max_val, region=region).double(),
+                    ssim(x_hat, x, max_val).double(),
+                ]
+            )
+            totals[name] += values.sum(1).cpu()
+        count += x.shape[0]
+    if count == 0:
+        raise ValueError("pairs: expected at least one (x, y) batch, got none")
+    return {
+        name: {**dict(zip(METRICS, (t / count).tolist(), strict=True)), "n": count}
+        for name, t in totals.items()
+    }
+
+
+def format_scores(scores: Mapping[str, Mapping[str, float]], *, best_of: Sequence[str] = ()) -> str:
+    """A text table, one line per method; ``best_of`` names the baselines whose best
+    PSNR the other lines are compared with (a ``vs best baseline`` column)."""
+    ref = (
+        {m: max(scores[b][m] for b in best_of) for m in ("psnr", "psnr_determined")}
+        if best_of
+        else None
+    )
+    width = max(len(n) for n in scores)
+    head = f"{'method':<{width}}  PSNR full  PSNR determined  SSIM"
+    head += "   vs best baseline (full / determined)" if ref else ""
+    lines = [head]
+    for name, s in scores.items():
+        line = (
+            f"{name:<{width}}  {s['psnr']:6.2f} dB  {s['psnr_determined']:9.2f} dB  {s['ssim']:.3f}"
+        )
+        if ref and name not in best_of:
+            line += (
+                f"   {s['psnr'] - ref['psnr']:+.2f} / "
+                f"{s['psnr_determined'] - ref['psnr_determined']:+.2f} dB"
+            )
+        lines.append(line)
+    return "\n".join(lines)

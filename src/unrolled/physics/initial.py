@@ -1,0 +1,87 @@
+"""Initial estimates ``x0`` for an unfolded network or a classical solve, from ``y`` alone.
+
+``A^H y`` is the natural start where ``A^H A`` is close to a multiple of the identity
+(single- and multi-coil Cartesian MRI: the zero-filled image). For a blur with valid
+padding it is not: pixels near the border are covered by few measurements, so
+``A^H y`` darkens towards the edges and a network must first undo that. Dividing by
+``A^H 1`` (the adjoint of a measurement of ones) turns ``A^H y`` into a weighted average
+of the measurements near each pixel, with weights summing to one: the right brightness
+everywhere, noise no larger than the measurement's.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..linalg.operator import LinearOperator
+from .blur import Blur
+from .downsampling import Downsampling
+from .inpainting import Inpainting
+
+__all__ = ["INITIAL_ESTIMATES", "initial_estimate", "normalized_adjoint"]
+
+#: the methods :func:`initial_estimate` knows
+INITIAL_ESTIMATES = ("auto", "adjoint", "normalized_adjoint")
+
+# A^H 1 below this fraction of its largest value counts as "not measured".
+_UNMEASURED = 1e-6
+
+
+def _has_nonnegative_weights(physics: LinearOperator) -> bool:
+    """Whether ``A`` averages pixels with weights >= 0 (so ``A^H y / A^H 1`` is an average)."""
+    if isinstance(physics, Downsampling):
+        if physics.blur is None:
+            return True  # plain decimation
+        physics = physics.blur
+    if isinstance(physics, Blur):
+        k = physics.kernel
+        return not k.is_complex() and bool((k >= 0).all())
+    if isinstance(physics, Inpainting):
+        m = physics.mask
+        return not m.is_complex() and bool((m >= 0).all())
+    return False
+
+
+def normalized_adjoint(physics: LinearOperator, y: Tensor) -> Tensor:
+    """``A^H y / A^H 1`` where ``A^H 1`` is positive; elsewhere (pixels no measurement
+    sees, e.g. the holes of an inpainting mask) the mean of the measured pixels of that
+    sample and channel. Shaped like ``A^H y``."""
+    num = physics.A_adjoint(y)
+    weight = physics.A_adjoint(torch.ones_like(y))
+    if num.is_complex() or weight.is_complex():
+        raise ValueError(
+            f"physics: the normalised adjoint needs a real operator with nonnegative "
+            f"weights, got {type(physics).__name__} with complex values; use 'adjoint'"
+        )
+    weight = weight.expand_as(num)
+    floor = _UNMEASURED * weight.flatten(1).amax(1).clamp_min(torch.finfo(weight.dtype).tiny)
+    measured = weight > floor.view(-1, *([1] * (weight.ndim - 1)))
+    x0 = torch.where(measured, num / torch.where(measured, weight, 1), 0)
+    if bool(measured.all()):
+        return x0
+    # Fill the unmeasured pixels with the mean of the measured ones (per sample, channel).
+    dims = tuple(range(2, x0.ndim))
+    count = measured.sum(dims, keepdim=True).clamp_min(1)
+    mean = (x0 * measured).sum(dims, keepdim=True) / count
+    return torch.where(measured, x0, mean)
+
+
+def initial_estimate(physics: LinearOperator, y: Tensor, method: str = "auto") -> Tensor:
+    """The initial estimate of ``x`` from ``y``.
+
+    Args:
+        physics: the measurement operator.
+        y: the measurement.
+        method: ``"adjoint"`` (``A^H y``), ``"normalized_adjoint"`` (``A^H y / A^H 1``,
+            see :func:`normalized_adjoint`) or ``"auto"``: the normalised adjoint for
+            operators that average pixels with nonnegative weights (blur, downsampling,
+            inpainting), ``A^H y`` otherwise (MRI, compressed sensing).
+    """
+    if method not in INITIAL_ESTIMATES:
+        raise ValueError(f"method: expected one of {INITIAL_ESTIMATES}, got {method!r}")
+    if method == "auto":
+        method = "normalized_adjoint" if _has_nonnegative_weights(physics) else "adjoint"
+    if method == "adjoint":
+        return physics.A_adjoint(y)
+    return normalized_adjoint(physics, y)
