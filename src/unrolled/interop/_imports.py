@@ -38,7 +38,9 @@ def import_deepinv():
     try:
         return importlib.import_module("deepinv")
     except ImportError as err:
-        raise ImportError(f"unrolled.interop.deepinv needs deepinv: {INSTALL_HINT} ({err})") from err
+        raise ImportError(
+            f"unrolled.interop.deepinv needs deepinv: {INSTALL_HINT} ({err})"
+        ) from err
     except RuntimeError as err:
         if "torchvision::" not in str(err) or _declared is not None:
             raise

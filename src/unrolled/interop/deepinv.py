@@ -97,10 +97,10 @@ class DeepinvOperator(LinearOperator):
         if not isinstance(dtype, torch.dtype):
             dtype = torch.get_default_dtype()
             for path, _, name, t in tensor_slots(self.physics):
-                if path[:1] != ("noise_model",) and name != "_device_holder":
-                    if t.is_floating_point() or t.is_complex():
-                        dtype = t.dtype
-                        break
+                operator_tensor = path[:1] != ("noise_model",) and name != "_device_holder"
+                if operator_tensor and (t.is_floating_point() or t.is_complex()):
+                    dtype = t.dtype
+                    break
         real = dtype.to_real() if dtype.is_complex else dtype
         return real.to_complex() if self.complex else real
 
@@ -195,11 +195,8 @@ class L2(dinv.optim.L2):
 
     def prox(self, x: Tensor, y: Tensor, physics, *args, gamma=1.0, **kwargs) -> Tensor:
         """``prox_{gamma f}(x)``; extra arguments deepinv's iterators pass are not used."""
-        if isinstance(physics, LinearOperator):
-            op = physics
-        else:
-            # deepinv's real tensors throughout: the prox is the same in either form
-            op = as_operator(physics, complex=False)
+        # on deepinv's real tensors throughout (for MRI too): the prox is the same either way
+        op = physics if isinstance(physics, LinearOperator) else as_operator(physics, complex=False)
         h, info = op.prox_l2(
             x, y, self.norm * gamma, solver=self.solver, backward=self.backward, return_info=True
         )
