@@ -237,7 +237,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     solver = ur.CG(max_iter=2000, tol=args.tol)
     cols = ("A", "A_adjoint", "prox", "dz", "dy", "dgamma", "dtheta")
-    print("max relative difference (float64; CG tol %g)" % args.tol)
+    print(f"max relative difference (float64; CG tol {args.tol:g})")
     print(f"{'operator':<20}" + "".join(f"{c:>10}" for c in cols) + "  physics tensors")
     for name, case in CASES.items():
         r = measure(case, solver)

@@ -29,7 +29,7 @@ except ImportError as err:
         raise
     pytest.skip(f"deepinv not installed: {err}", allow_module_level=True)
 
-from benchmarks.deepinv_interop import CASES, dense_matrix, dense_truth, ours, set_tensor
+from benchmarks.deepinv_interop import CASES, dense_matrix, dense_truth, ours
 
 dinv = interop.dinv
 DT = torch.float64
