@@ -101,6 +101,11 @@ def test_gradient_reaches_a_network_without_side_effects():
 
     (truth,) = torch.autograd.grad(dense_loss(logits), logits)
     assert rel(first, truth) <= GRAD_TOL
+    # deepinv's own prox leaves the kernel out of the graph: autograd.grad cannot reach it
+    physics.filter = torch.softmax(logits, 0).reshape(1, 1, 3, 3)
+    h = dinv.optim.L2().prox(z, y, physics, gamma=0.8)
+    with pytest.raises(RuntimeError, match="not have been used in the graph"):
+        torch.autograd.grad((v * h).sum(), logits)
 
 
 def test_snapshot_reassigning_the_kernel_before_backward_changes_nothing():
@@ -139,6 +144,37 @@ def test_refuses_what_it_cannot_wrap():
         interop.L2(backward="exact")
     with pytest.raises(ValueError, match=r"x: expected a complex tensor of shape \(B, 1, ...\)"):
         interop.as_operator(dinv.physics.MRI(img_size=(4, 4))).A(torch.zeros(1, 2, 4, 4))
+
+
+def test_a_tensor_hidden_in_a_closure_is_refused_not_silently_dropped():
+    w = torch.rand(1, 1, 3, 3, dtype=DT, requires_grad=True)
+    physics = dinv.physics.LinearPhysics(A=lambda x, **kw: w * x, A_adjoint=lambda y, **kw: w * y)
+    z = torch.randn(1, 1, 3, 3, dtype=DT)
+    with pytest.raises(ValueError, match="requires grad but is not one of its parameters"):
+        ur.prox_l2(interop.as_operator(physics), z, z, 1.0, solver=SOLVER)
+
+
+def test_deepinv_optim_hqs_with_our_l2_matches_deepinvs_converged():
+    g = torch.Generator().manual_seed(9)
+    physics = _blur()
+    x = torch.rand(2, 1, 8, 8, dtype=DT, generator=g)
+    y = physics.A(x) + 0.01 * torch.randn(2, 1, 6, 6, dtype=DT, generator=g)
+
+    def solve(fidelity):
+        algo = dinv.optim.HQS(
+            data_fidelity=fidelity,
+            prior=dinv.optim.Tikhonov(),
+            lambda_reg=0.1,
+            stepsize=0.5,
+            max_iter=4,
+            early_stop=False,
+        )
+        return algo(y, physics)
+
+    ref = solve(ExactDeepinvL2())
+    fidelity = interop.L2(solver=SOLVER)
+    assert rel(solve(fidelity), ref) <= 1e-12
+    assert torch.allclose(fidelity.fn(x, y, physics), dinv.optim.L2().fn(x, y, physics))
 
 
 def test_import_unrolled_does_not_import_deepinv():
