@@ -183,16 +183,18 @@ def dense_truth(case: Case, shape=None, *, seed: int = 1) -> dict[str, Tensor]:
     return out
 
 
-def ours(case: Case, shape=None, *, seed: int = 1, solver: ur.CG) -> dict[str, Tensor]:
-    """The same quantities from ``ur.prox_l2(as_operator(physics), ...)``, implicit."""
+def ours(
+    case: Case, shape=None, *, seed: int = 1, solver: ur.CG, backward: str = "implicit"
+) -> dict[str, Tensor]:
+    """The same quantities from ``ur.prox_l2(as_operator(physics), ...)``."""
     physics, leaves, z, y, v, gamma = _setup(case, seed)
     inputs = [t.requires_grad_() for t in (z, y, gamma)]
     op = interop.as_operator(physics)
     if op.complex:
         zc, yc = interop.to_complex(z), interop.to_complex(y)
-        h = interop.to_real(ur.prox_l2(op, zc, yc, gamma, solver=solver))
+        h = interop.to_real(ur.prox_l2(op, zc, yc, gamma, solver=solver, backward=backward))
     else:
-        h = ur.prox_l2(op, z, y, gamma, solver=solver)
+        h = ur.prox_l2(op, z, y, gamma, solver=solver, backward=backward)
     grads = torch.autograd.grad((v * h).sum(), inputs + list(leaves.values()))
     out = {"h": h.detach(), **dict(zip(("z", "y", "gamma", *leaves), grads, strict=True))}
     return out

@@ -17,6 +17,11 @@ Complex data: deepinv's MRI physics take two real channels ``(B, 2, ...)`` (real
 imaginary part). :func:`as_operator` presents them as complex tensors ``(B, 1, ...)``,
 the rest of the shape being deepinv's (a multi-coil k-space is ``(B, 1, N, H, W)``).
 
+``backward="unroll"`` and ``"checkpoint"`` differentiate deepinv's ``A_adjoint`` as it is
+written; where that is deepinv's autograd adjoint (``Tomography``, a ``LinearPhysics``
+given only ``img_size``) it carries no derivative in the physics' tensors, so use the
+implicit mode (the default, which needs the derivative of ``A`` only) to train those.
+
 Importing this module imports deepinv (``pip install "unrolled[deepinv]"``);
 ``import unrolled`` does not.
 """
@@ -43,16 +48,20 @@ _CACHED_ADJOINT = "_auto_grad_adjoint_fn"
 
 def to_complex(x: Tensor, name: str = "x") -> Tensor:
     """deepinv's two real channels ``(B, 2, ...)`` as one complex channel ``(B, 1, ...)``."""
-    if not isinstance(x, Tensor) or x.is_complex() or x.ndim < 2 or x.shape[1] != 2:
-        got = f"shape {tuple(x.shape)}, dtype {x.dtype}" if isinstance(x, Tensor) else type(x)
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    if x.is_complex() or x.ndim < 2 or x.shape[1] != 2:
+        got = f"shape {tuple(x.shape)}, dtype {x.dtype}"
         raise ValueError(f"{name}: expected a real tensor of shape (B, 2, ...), got {got}")
     return torch.view_as_complex(x.movedim(1, -1).contiguous()).unsqueeze(1)
 
 
 def to_real(x: Tensor, name: str = "x") -> Tensor:
     """A complex ``(B, 1, ...)`` tensor as deepinv's two real channels ``(B, 2, ...)``."""
-    if not isinstance(x, Tensor) or not x.is_complex() or x.ndim < 2 or x.shape[1] != 1:
-        got = f"shape {tuple(x.shape)}, dtype {x.dtype}" if isinstance(x, Tensor) else type(x)
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    if not x.is_complex() or x.ndim < 2 or x.shape[1] != 1:
+        got = f"shape {tuple(x.shape)}, dtype {x.dtype}"
         raise ValueError(f"{name}: expected a complex tensor of shape (B, 1, ...), got {got}")
     return torch.view_as_real(x.squeeze(1)).movedim(-1, 1).contiguous()
 
@@ -135,7 +144,7 @@ def as_operator(physics, *, complex: bool | None = None) -> DeepinvOperator:
         ValueError: the physics has no adjoint (no ``A_adjoint`` and no ``img_size`` for
             deepinv's autograd adjoint).
     """
-    cls = type(physics).__name__
+    cls = f"{type(physics).__module__}.{type(physics).__qualname__}"
     if not isinstance(physics, dinv.physics.Physics):
         raise TypeError(f"physics: expected a deepinv.physics.LinearPhysics, got {cls}")
     if not isinstance(physics, dinv.physics.LinearPhysics):
