@@ -1,7 +1,8 @@
 """How exactly ``unrolled.interop.deepinv`` reproduces deepinv's operators and their prox.
 
 For each deepinv physics (float64, tiny sizes), the max relative differences of the
-wrapped ``A`` and ``A_adjoint`` against deepinv's, of the implicit prox against a dense
+wrapped ``A`` and ``A_adjoint`` against deepinv's, the wrapped operator's adjointness
+error ``|<A x, y> - <x, A^H y>|`` (relative), of the implicit prox against a dense
 solve whose matrix is deepinv's ``A`` applied to the canonical basis, and of the
 implicit gradients (``z``, ``y``, per-sample ``gamma``, each tensor of the physics made
 by a "network", i.e. a non-leaf) against the closed forms of DESIGN.md section 1 and
@@ -218,9 +219,12 @@ def measure(case: Case, solver: ur.CG) -> dict[str, float]:
             ours_aty = interop.to_real(op.A_adjoint(interop.to_complex(y)))
         else:
             ours_ax, ours_aty = op.A(x), op.A_adjoint(y)
+        xin = interop.to_complex(x) if op.complex else x
+        adjointness = op.adjointness_error(xin, generator=_gen(2))
     truth = dense_truth(case, seed=1)
     got = ours(case, seed=1, solver=solver)
     return {
+        "adjointness": adjointness,
         "A": _rel(ours_ax, ax),
         "A_adjoint": _rel(ours_aty, aty),
         "prox": _rel(got["h"], truth["h"]),
@@ -238,12 +242,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     solver = ur.CG(max_iter=2000, tol=args.tol)
-    cols = ("A", "A_adjoint", "prox", "dz", "dy", "dgamma", "dtheta")
+    cols = ("A", "A_adjoint", "adjointness", "prox", "dz", "dy", "dgamma", "dtheta")
     print(f"max relative difference (float64; CG tol {args.tol:g})")
-    print(f"{'operator':<20}" + "".join(f"{c:>10}" for c in cols) + "  physics tensors")
+    print(f"{'operator':<20}" + "".join(f"{c:>12}" for c in cols) + "  physics tensors")
     for name, case in CASES.items():
         r = measure(case, solver)
-        print(f"{name:<20}" + "".join(f"{r[c]:>10.1e}" for c in cols) + f"  {r['theta']}")
+        print(f"{name:<20}" + "".join(f"{r[c]:>12.1e}" for c in cols) + f"  {r['theta']}")
     return 0
 
 
