@@ -123,6 +123,27 @@ def test_gradient_reaches_a_network_without_side_effects():
         torch.autograd.grad((v * h).sum(), logits)
 
 
+def test_no_gradient_written_as_a_side_effect():
+    # autograd.grad for z alone: the kernel's .grad stays untouched with ours (deepinv's
+    # implicit backward writes into it)
+    def kernel_grad_after(prox):
+        leaf = torch.rand(1, 1, 3, 3, dtype=DT, generator=torch.Generator().manual_seed(4))
+        physics = dinv.physics.Blur(filter=leaf.requires_grad_(), padding="valid")
+        z = torch.ones(1, 1, 6, 6, dtype=DT, requires_grad=True)
+        h = prox(z, torch.ones(1, 1, 4, 4, dtype=DT), physics)
+        torch.autograd.grad(h.sum(), z)
+        return leaf.grad
+
+    def mine(z, y, physics):
+        return ur.prox_l2(interop.as_operator(physics), z, y, 1.0, solver=SOLVER)
+
+    def theirs(z, y, physics):
+        return dinv.optim.L2().prox(z, y, physics, gamma=1.0)
+
+    assert kernel_grad_after(mine) is None
+    assert kernel_grad_after(theirs) is not None
+
+
 def test_snapshot_reassigning_the_kernel_before_backward_changes_nothing():
     g = torch.Generator().manual_seed(3)
     leaf = torch.rand(1, 1, 3, 3, dtype=DT, generator=g, requires_grad=True)
