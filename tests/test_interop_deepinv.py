@@ -222,6 +222,16 @@ def test_import_unrolled_does_not_import_deepinv():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
+def test_complex_convention_is_deepinvs():
+    # deepinv's own conversion drops the channel axis; ours keeps it as one complex channel
+    x = torch.randn(2, 2, 3, 5, dtype=DT, generator=torch.Generator().manual_seed(10))
+    mixin = dinv.utils.mixins.MRIMixin
+    torch.testing.assert_close(
+        interop.to_complex(x)[:, 0], mixin.to_torch_complex(x), rtol=0, atol=0
+    )
+    torch.testing.assert_close(interop.to_real(interop.to_complex(x)), x, rtol=0, atol=0)
+
+
 def test_autograd_adjoint_is_accepted():
     # no A_adjoint, but img_size: deepinv's autograd adjoint is a true adjoint
     physics = dinv.physics.LinearPhysics(A=lambda x, **kw: x.cumsum(-1), img_size=(1, 3, 4))
