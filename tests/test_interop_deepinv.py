@@ -123,6 +123,35 @@ def test_gradient_reaches_a_network_without_side_effects():
         torch.autograd.grad((v * h).sum(), logits)
 
 
+class _Weighted(dinv.physics.LinearPhysics):
+    """A user's own deepinv physics holding an nn.Parameter: A x = w * roll(x)."""
+
+    def __init__(self, w):
+        super().__init__()
+        self.w = torch.nn.Parameter(w)
+
+    def A(self, x, **kwargs):  # noqa: N802
+        return self.w * torch.roll(x, 1, dims=-1)
+
+    def A_adjoint(self, y, **kwargs):  # noqa: N802
+        return torch.roll(self.w * y, -1, dims=-1)
+
+
+def test_a_users_physics_parameter_gets_its_gradient_by_backward():
+    g = torch.Generator().manual_seed(11)
+    physics = _Weighted(torch.rand(1, 1, 4, 4, dtype=DT, generator=g))
+    z = torch.randn(2, 1, 4, 4, dtype=DT, generator=g)
+    y = torch.randn(2, 1, 4, 4, dtype=DT, generator=g)
+    v = torch.randn(2, 1, 4, 4, dtype=DT, generator=g)
+    (v * ur.prox_l2(interop.as_operator(physics), z, y, 0.6, solver=SOLVER)).sum().backward()
+
+    a = dense_matrix(physics, (1, 1, 4, 4))
+    m = a.T @ a + torch.eye(16, dtype=DT) / 0.6
+    h = torch.linalg.solve(m, (y.reshape(2, -1) @ a + z.reshape(2, -1) / 0.6).T).T
+    (truth,) = torch.autograd.grad((v.reshape(2, -1) * h).sum(), physics.w)
+    assert rel(physics.w.grad, truth) <= GRAD_TOL
+
+
 def test_no_gradient_written_as_a_side_effect():
     # autograd.grad for z alone: the kernel's .grad stays untouched with ours (deepinv's
     # implicit backward writes into it)
