@@ -9,11 +9,8 @@ implicit backward) or ``False`` (autograd through its CG). deepinv's prox is
 ``A^T A + I/gamma`` warm-started at ``z``, as ``unrolled``'s does. Only the data step
 differs, so the time ratio measures the data steps.
 
-deepinv imports torchvision. A torchvision wheel built for another torch (e.g. the
-CUDA wheel next to a CPU torch) fails at import on its detection operators
-(``torchvision::nms``); :func:`load_deepinv` then declares those two operator schemas
-(no kernels) so the import goes through. deepinv's blur and least-squares code never
-call them; torchvision's detection ops stay unusable in that process.
+deepinv is imported by :func:`unrolled.interop._imports.import_deepinv`, which also
+handles a torchvision wheel built for another torch than the one installed.
 """
 
 from __future__ import annotations
@@ -21,22 +18,13 @@ from __future__ import annotations
 import sys
 import warnings
 
-import torch
 from torch import Tensor, nn
+
+from unrolled.interop._imports import import_deepinv
 
 __all__ = ["load_deepinv", "DeepinvL2", "CallStats"]
 
-_SHIM_SCHEMAS = (
-    "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
-    "qnms(Tensor qdets, Tensor scores, float iou_threshold) -> Tensor",
-)
-_shim_library = None  # kept alive: dropping a torch.library.Library removes its ops
 _loaded: tuple = ()
-
-
-def _purge(prefixes: tuple[str, ...]) -> None:
-    for name in [n for n in sys.modules if n.split(".")[0] in prefixes]:
-        del sys.modules[name]
 
 
 def load_deepinv(path: str | None = None):
@@ -46,31 +34,18 @@ def load_deepinv(path: str | None = None):
         path: a folder to put first on ``sys.path`` (e.g. a ``pip install --target``
             folder); child processes of the benchmark inherit it.
     """
-    global _shim_library, _loaded
+    global _loaded
     if _loaded:
         return _loaded
     if path and path not in sys.path:
         sys.path.insert(0, path)
     try:
-        import deepinv
-    except RuntimeError as err:
-        if "torchvision::" not in str(err):
-            _loaded = (None, f"deepinv import failed: {err}")
-            return _loaded
-        # torchvision's compiled ops do not match this torch: declare their schemas and retry.
-        _purge(("torchvision", "deepinv"))
-        _shim_library = torch.library.Library("torchvision", "DEF")
-        for schema in _SHIM_SCHEMAS:
-            _shim_library.define(schema)
-        try:
-            import deepinv
-        except Exception as err2:  # noqa: BLE001 - reported, the benchmark goes on
-            _loaded = (None, f"deepinv import failed: {err2}")
-            return _loaded
-    except ImportError as err:
+        with warnings.catch_warnings():
+            # the torchvision mismatch it works around is reported in the results instead
+            warnings.simplefilter("ignore", RuntimeWarning)
+            _loaded = (import_deepinv(), None)
+    except Exception as err:  # noqa: BLE001 - reported, the benchmark goes on
         _loaded = (None, f"deepinv not importable: {err}")
-        return _loaded
-    _loaded = (deepinv, None)
     return _loaded
 
 
