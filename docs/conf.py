@@ -15,8 +15,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "_ext"))
 sys.path.insert(0, str(HERE.parent / "src"))  # document this tree, not an installed copy
 
-import unrolled  # noqa: E402
 import unrolled_docs  # noqa: E402
+
+import unrolled  # noqa: E402
 
 project = "unrolled"
 author = "The unrolled developers"

@@ -74,8 +74,10 @@ def _interop_page(app, docname: str, source: list[str]) -> None:
     if docname != INTEROP_DOC or _has_interop():
         return
     source[0] = re.sub(
-        r"^\.\. automodule:: unrolled\.interop\.deepinv\n(   .*\n)*", INTEROP_ABSENT + "\n",
-        source[0], flags=re.M,
+        r"^\.\. automodule:: unrolled\.interop\.deepinv\n(   .*\n)*",
+        INTEROP_ABSENT + "\n",
+        source[0],
+        flags=re.M,
     )
 
 
