@@ -64,6 +64,7 @@ sphinx_gallery_conf = {
     "min_reported_time": 1,
     "abort_on_example_error": True,
     "write_computation_times": False,
+    "capture_repr": (),  # printed output only, not the value of a cell's last line
 }
 
 html_theme = "furo"

@@ -1,6 +1,7 @@
-"""Train an unfolded network whose data step is solved by CG, with an O(1)-memory backward
-=========================================================================================
+"""An unfolded network whose data step's backward takes O(1) memory
+==================================================================
 
+Train an unfolded network whose data step is solved by CG, with an O(1)-memory backward.
 This is ``unrolled demo`` written out, to be read top to bottom:
 
 1. a measurement model (blur + noise),
@@ -128,13 +129,15 @@ print("learned step sizes:", [round(v, 3) for v in model.stepsize.tolist()])
 print("learned sigmas:    ", [round(v, 4) for v in model.sigma.tolist()])
 
 # %%
-# The training loss, and a held-out image: the measurement (smaller than the image: valid
-# padding), the network's output before and after training, and the truth.
+# The training loss.
 fig, ax = plt.subplots(figsize=(5, 3))
 ax.semilogy(range(1, len(losses) + 1), losses)
 ax.set(xlabel="step", ylabel="training loss (MSE)", title="Training, implicit backward")
 fig.tight_layout()
 
+# %%
+# A held-out image: the measurement (smaller than the image: valid padding), the network's
+# output before and after training, and the truth.
 with torch.no_grad():
     x_after = model(y_test, physics)
 panels = [
