@@ -46,6 +46,7 @@ myst_enable_extensions = ["colon_fence"]
 autodoc_default_options = {"members": True, "show-inheritance": True}
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
+autodoc_inherit_docstrings = False  # not torch.nn.Module's docstrings on every forward()
 autodoc_mock_imports = unrolled_docs.missing_optional_modules()
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
