@@ -1,6 +1,8 @@
-"""Train an unfolded network whose data step is solved by CG, with an O(1)-memory backward.
+"""An unfolded network whose data step's backward takes O(1) memory
+==================================================================
 
-This is `unrolled demo` written out, to be read top to bottom:
+Train an unfolded network whose data step is solved by CG, with an O(1)-memory backward.
+This is ``unrolled demo`` written out, to be read top to bottom:
 
 1. a measurement model (blur + noise),
 2. clean training images,
@@ -18,12 +20,13 @@ from __future__ import annotations
 import argparse
 import time
 
+import matplotlib.pyplot as plt
 import torch
 
 import unrolled as ur
 from unrolled.train import PeakMemoryMeter, SavedTensorMeter, psnr
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
 parser.add_argument("--img-size", type=int, default=32)
 parser.add_argument("--num-images", type=int, default=32)
 parser.add_argument("--batch-size", type=int, default=8)
@@ -36,8 +39,10 @@ args = parser.parse_args()
 
 torch.manual_seed(0)
 
-# -- 1. Physics ------------------------------------------------------------------------------
-# y = k * x + n: a Gaussian blur with "valid" padding (only the outputs whose kernel lies
+# %%
+# 1. Physics
+# ----------
+# ``y = k * x + n``: a Gaussian blur with "valid" padding (only the outputs whose kernel lies
 # inside the image are kept, so no boundary assumption is made, and y is smaller than x),
 # plus white noise. The noise has its own seeded generator, so measurements are repeatable.
 physics = ur.physics.Blur(
@@ -46,9 +51,11 @@ physics = ur.physics.Blur(
     noise=ur.physics.GaussianNoise(sigma=0.1, generator=0),
 )
 
-# -- 2. Data ---------------------------------------------------------------------------------
+# %%
+# 2. Data
+# -------
 # Dead leaves are procedural natural-like images: nothing to download, same images
-# everywhere. (ur.data.SampleImages gives real photographs when scikit-image is installed.)
+# everywhere. (``ur.data.SampleImages`` gives real photographs when scikit-image is installed.)
 train_set = ur.data.DeadLeaves(args.img_size, channels=3, length=args.num_images, seed=0)
 test_set = ur.data.DeadLeaves(args.img_size, channels=3, length=args.batch_size, seed=1)
 loader = torch.utils.data.DataLoader(train_set, batch_size=args.batch_size, shuffle=True)
@@ -56,14 +63,18 @@ x_test = torch.stack([test_set[i] for i in range(len(test_set))])
 y_test = physics(x_test)
 
 
-# -- 3 + 4. Model and fidelity ---------------------------------------------------------------
-# HQS alternates  x_k = prox_{gamma_k f}(z_{k-1})  (the data step, a linear solve by CG)
-# and  z_k = D(x_k, sigma_k)  (the denoiser). The data step's backward is set on the
+# %%
+# 3 + 4. Model and fidelity
+# -------------------------
+# HQS alternates ``x_k = prox_{gamma_k f}(z_{k-1})`` (the data step, a linear solve by CG)
+# and ``z_k = D(x_k, sigma_k)`` (the denoiser). The data step's backward is set on the
 # fidelity:
-#   "unroll":   autograd records every CG iteration -> memory grows with the iterations;
-#   "implicit": the gradient is one more CG solve at the solution -> memory independent
-#               of the iterations, and exact when the forward solve converged (tol 1e-8).
-# checkpoint_layers=True also recomputes each layer's denoiser in backward, so only one
+#
+# - ``"unroll"``: autograd records every CG iteration, so memory grows with the iterations;
+# - ``"implicit"``: the gradient is one more CG solve at the solution, so memory is
+#   independent of the iterations, and exact when the forward solve converged (tol 1e-8).
+#
+# ``checkpoint_layers=True`` also recomputes each layer's denoiser in backward, so only one
 # layer's activations are alive at a time: memory no longer grows with the layers either.
 def make_model(backward: str, checkpoint_layers: bool = False) -> ur.unfolded.HQS:
     torch.manual_seed(0)  # every variant starts from the same weights
@@ -81,12 +92,16 @@ def make_model(backward: str, checkpoint_layers: bool = False) -> ur.unfolded.HQ
 
 model = make_model("implicit")
 
-# -- 5. Training -----------------------------------------------------------------------------
-# A plain loop: measure, reconstruct, compare with the truth, step. ur.train.Trainer does the
-# same with logging, checkpoints, resume and plots.
+# %%
+# 5. Training
+# -----------
+# A plain loop: measure, reconstruct, compare with the truth, step. ``ur.train.Trainer`` does
+# the same with logging, checkpoints, resume and plots.
 optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
 with torch.no_grad():
-    print(f"test PSNR before training: {psnr(model(y_test, physics), x_test).mean():.2f} dB")
+    x_before = model(y_test, physics)
+print(f"test PSNR before training: {psnr(x_before, x_test).mean():.2f} dB")
+losses = []
 step = 0
 start = time.perf_counter()
 while step < args.steps:
@@ -96,6 +111,7 @@ while step < args.steps:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        losses.append(loss.item())
         step += 1
         if step % 5 == 0 or step == 1:
             stats = model.fidelity.stats  # CG work, counted since the last reset
@@ -112,14 +128,43 @@ with torch.no_grad():
 print("learned step sizes:", [round(v, 3) for v in model.stepsize.tolist()])
 print("learned sigmas:    ", [round(v, 4) for v in model.sigma.tolist()])
 
-# -- 6. What each backward mode costs ----------------------------------------------------------
-# PeakMemoryMeter records every allocation and free over forward *and* backward (on CPU via
-# the profiler, on CUDA with max_memory_allocated), so what checkpointing recomputes during
-# backward is counted. SavedTensorMeter counts the bytes autograd holds for backward.
+# %%
+# The training loss.
+fig, ax = plt.subplots(figsize=(5, 3))
+ax.semilogy(range(1, len(losses) + 1), losses)
+ax.set(xlabel="step", ylabel="training loss (MSE)", title="Training, implicit backward")
+fig.tight_layout()
+
+# %%
+# A held-out image: the measurement (smaller than the image: valid padding), the network's
+# output before and after training, and the truth.
+with torch.no_grad():
+    x_after = model(y_test, physics)
+panels = [
+    ("measurement y", y_test[0]),
+    (f"before training, {psnr(x_before, x_test)[0]:.1f} dB", x_before[0]),
+    (f"after training, {psnr(x_after, x_test)[0]:.1f} dB", x_after[0]),
+    ("truth", x_test[0]),
+]
+fig, axes = plt.subplots(1, 4, figsize=(11, 3))
+for ax, (title, image) in zip(axes, panels, strict=True):
+    ax.imshow(image.clamp(0, 1).permute(1, 2, 0).numpy())
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+fig.tight_layout()
+
+
+# %%
+# 6. What each backward mode costs
+# --------------------------------
+# ``PeakMemoryMeter`` records every allocation and free over forward *and* backward (on CPU
+# via the profiler, on CUDA with ``max_memory_allocated``), so what checkpointing recomputes
+# during backward is counted. ``SavedTensorMeter`` counts the bytes autograd holds for
+# backward.
 x = next(iter(loader))
 y = physics(x)
 print("\nmemory of one training step (forward + backward):")
-grads = {}
+grads, peaks, held = {}, {}, {}
 for name, backward, ckpt in [
     ("unroll", "unroll", False),
     ("implicit", "implicit", False),
@@ -131,13 +176,24 @@ for name, backward, ckpt in [
             loss = (variant(y, physics) - x).square().mean()
         loss.backward()
     grads[name] = torch.cat([p.grad.flatten() for p in variant.parameters()])
+    peaks[name], held[name] = peak.peak_bytes / 1e6, saved.peak_saved_bytes / 1e6
     print(
         f"  {name:<31} peak {peak.peak_bytes / 1e6:7.2f} MB   "
         f"held for backward {saved.peak_saved_bytes / 1e6:7.2f} MB"
     )
 
+# %%
 # The gradients agree: the implicit one is exact at the solution, and CG solved to 1e-8.
 reference = grads["unroll"]
 for name, g in grads.items():
     error = ((g - reference).norm() / reference.norm()).item()
     print(f"  gradient of {name:<31} relative difference to unroll: {error:.1e}")
+
+fig, ax = plt.subplots(figsize=(7, 3))
+names = list(peaks)
+ax.barh([n + " (peak)" for n in names], [peaks[n] for n in names], color="tab:blue")
+ax.barh([n + " (held)" for n in names], [held[n] for n in names], color="tab:orange")
+ax.invert_yaxis()
+ax.set(xlabel="MB", title="Memory of one training step")
+fig.tight_layout()
+plt.show()

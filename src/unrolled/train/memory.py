@@ -71,7 +71,9 @@ class MemoryReport:
 class SavedTensorMeter:
     """Context manager measuring the bytes of tensors saved for backward.
 
-    Attributes (after or during the context):
+    Its attributes can be read after or during the context.
+
+    Attributes:
         saved_bytes: bytes of the unique storages saved while the meter was active.
         current_bytes: bytes of those storages autograd still holds now.
         peak_saved_bytes: the maximum of ``current_bytes`` over time.
