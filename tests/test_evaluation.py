@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-import unrolled as ur
 from unrolled.evaluation import (
     Baseline,
     determined_region,
@@ -114,7 +113,9 @@ def test_tikhonov_and_smooth_least_squares_solve_their_normal_equations():
     n = a.shape[1]
     x0 = normalized_adjoint(blur, y).flatten()
     lam = 0.3
-    expected = torch.linalg.solve(a.T @ a + lam * torch.eye(n, dtype=a.dtype), a.T @ y.flatten() + lam * x0)
+    expected = torch.linalg.solve(
+        a.T @ a + lam * torch.eye(n, dtype=a.dtype), a.T @ y.flatten() + lam * x0
+    )
     torch.testing.assert_close(tikhonov(blur, y, lam).flatten(), expected, rtol=0, atol=1e-4)
     # smooth least squares: D the forward differences along rows and columns, no wrap
     d = []
@@ -127,7 +128,9 @@ def test_tikhonov_and_smooth_least_squares_solve_their_normal_equations():
                     d.append(row)
     d = torch.stack(d)
     expected = torch.linalg.solve(a.T @ a + lam * d.T @ d, a.T @ y.flatten())
-    torch.testing.assert_close(smooth_least_squares(blur, y, lam).flatten(), expected, rtol=0, atol=1e-4)
+    torch.testing.assert_close(
+        smooth_least_squares(blur, y, lam).flatten(), expected, rtol=0, atol=1e-4
+    )
 
 
 def test_fit_baselines_picks_the_weight_that_scores_best_on_validation():
@@ -138,14 +141,16 @@ def test_fit_baselines_picks_the_weight_that_scores_best_on_validation():
     pairs = [(x, blur(x))]
     grid = (1e-3, 1e-1, 1.0, 10.0)
     (fitted,) = fit_baselines(blur, pairs, kinds=("tikhonov",), grid=grid)
+
     def score(lam):
         return psnr(Baseline("tikhonov", lam)(blur, pairs[0][1]), x).mean().item()
-    # the pick is a grid value or one refinement step next to the best of them, and no grid
-    # value scores better
+
+    # no grid value scores better, and the refinement stays within 7/8 of a decade of the
+    # best grid value (1/2 + 1/4 + 1/8)
     best_on_grid = max(grid, key=score)
-    refined = (best_on_grid, best_on_grid * 10 ** (1 / 8), best_on_grid * 10 ** (-1 / 8))
-    assert min(abs(fitted.lam / lam - 1) for lam in refined) < 1e-12
-    assert score(fitted.lam) >= max(score(lam) for lam in refined)
+    assert score(fitted.lam) >= score(best_on_grid)
+    assert abs(math.log10(fitted.lam / best_on_grid)) <= 0.875 + 1e-12
     scores = score_methods({"t": lambda y: fitted(blur, y)}, blur, pairs)
-    assert scores["t"]["psnr"] == pytest.approx(score(fitted.lam), abs=1e-9)
+    # psnr returns float32 per image; score_methods averages in float64
+    assert scores["t"]["psnr"] == pytest.approx(score(fitted.lam), abs=1e-5)
     assert scores["t"]["n"] == 2

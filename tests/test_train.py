@@ -250,14 +250,21 @@ def test_evaluate_uses_fixed_noise_and_matches_baseline():
     second = trainer.evaluate()
     assert first == second
     assert first["n"] == 4
-    assert first["psnr"] == pytest.approx(first["psnr_baseline"], abs=1e-12)
-    # Independent: the same seeds by hand.
-    scores = []
+    # Independent: the same seeds by hand, for the model and for the best baseline.
+    (best,) = [b for b in trainer.baselines if b.label == first["baseline"]]
+    scores, baseline_scores = [], []
     for b, x in enumerate([images[:2], images[2:]]):
         with seeded_noise(trainer.physics, trainer.eval_seed(b)):
             y = trainer.physics(x)
         scores.append(psnr(trainer.physics.A_adjoint(y), x))
+        baseline_scores.append(psnr(best(trainer.physics, y), x))
     assert first["psnr"] == pytest.approx(float(torch.cat(scores).mean()), rel=1e-12)
+    assert first["psnr_baseline"] == pytest.approx(
+        float(torch.cat(baseline_scores).mean()), rel=1e-12
+    )
+    # the best of the fitted baselines, each scored once
+    assert first["psnr_baseline"] == max(s["psnr"] for s in trainer.baseline_scores.values())
+    assert len(trainer.baseline_scores) == 3
 
 
 def test_training_improves_eval_psnr_and_writes_outputs(tmp_path):

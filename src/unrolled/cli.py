@@ -1,4 +1,4 @@
-"""Command line: ``unrolled demo | train`` (benchmarks: ``python -m benchmarks.run`` in a checkout).
+"""Command line: ``unrolled demo | train | eval``.
 
 Each sub-command lives in its own module, which provides ``add_arguments(parser)`` and
 ``run(args) -> int``; this file only dispatches, so the commands stay independent.
@@ -17,6 +17,10 @@ COMMANDS = {
         "train the seed unfolded network with full backprop and implicit backward, side by side",
     ),
     "train": ("unrolled.train.command", "train an unfolded network from a config file or flags"),
+    "eval": (
+        "unrolled.apps.evaluate",
+        "score a trained model on a folder of images against classical baselines",
+    ),
 }
 
 

@@ -3,6 +3,7 @@
 - :class:`DeadLeaves`: procedural occluding-disc images, a pure function of ``(seed, i)``.
 - :class:`ImageFolder`: the image files below a folder, with random or centre crops.
 - :class:`SampleImages`: scikit-image's bundled photographs, in fixed train/eval splits.
+- :class:`Interleaved`: several datasets taken in turn (e.g. photographs and dead leaves).
 - :func:`download_dataset`: fetch, checksum and safely unpack BSDS500, CBSD68 or any URL.
 - :func:`safe_extract`: unpack a zip/tar archive, refusing members that escape the target.
 
@@ -22,6 +23,7 @@ from .download import (
     download_dataset,
 )
 from .folder import IMAGE_EXTENSIONS, ImageFolder
+from .interleaved import Interleaved
 from .samples import SAMPLE_SPLITS, SampleImages
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "DeadLeaves",
     "DownloadError",
     "ImageFolder",
+    "Interleaved",
     "KnownDataset",
     "SampleImages",
     "UnsafeArchiveError",

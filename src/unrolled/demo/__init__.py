@@ -20,10 +20,24 @@ from pathlib import Path
 
 import torch
 
+from ..saving import describe, load_file, save
+from ..weights import find_shipped
 from .config import DEFAULT_EPOCHS, DEFAULT_MODES, DemoConfig, parse_data, parse_modes
-from .experiment import build_data, build_physics, eval_batch, initial_state, train_mode
+from .experiment import (
+    baseline_loss,
+    build_data,
+    build_model,
+    build_physics,
+    demo_baselines,
+    eval_batch,
+    initial_state,
+    physics_spec,
+    score_heldout,
+    train_mode,
+)
 from .report import (
     build_report,
+    format_quality,
     format_table,
     header,
     plot_figure,
@@ -60,7 +74,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--img-size", type=int, help="crop size (default: 32 on CPU, 64 on CUDA)")
     g.add_argument("--num-images", type=int, help="training images (64 CPU, 480 CUDA)")
-    g.add_argument("--num-eval", type=int, help="held-out images (16 CPU, 64 CUDA)")
+    g.add_argument("--num-eval", type=int, help="held-out crops (6 CPU, 24 CUDA)")
+    g.add_argument(
+        "--eval-size", type=int, help="side of the held-out crops (blur: 128; MRI: --img-size)"
+    )
     g.add_argument("--blur-sigma", type=float, default=d.blur_sigma)
     g.add_argument("--noise", type=float, default=d.noise, help="measurement noise std")
     g.add_argument("--acceleration", type=int, default=d.acceleration, help="MRI only")
@@ -85,6 +102,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, help="batch size (8 CPU, 32 CUDA)")
     g.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
     g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="save the models trained from random weights, even where the package ships "
+        "weights for this configuration",
+    )
+    g.add_argument(
+        "--finetune-steps",
+        type=int,
+        default=d.finetune_steps,
+        help="steps of fine-tuning the shipped weights, per mode",
+    )
     g.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1, ...")
     g.add_argument("--threads", type=int, help="intra-op CPU threads (default: 1 on CPU)")
     g = parser.add_argument_group("output")
@@ -107,6 +136,9 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
         img_size=args.img_size,
         num_images=args.num_images,
         num_eval=args.num_eval,
+        eval_size=args.eval_size,
+        pretrained=not args.from_scratch,
+        finetune_steps=args.finetune_steps,
         batch_size=args.batch_size,
         epochs=args.epochs,
         max_iter=args.max_iter,
@@ -152,52 +184,120 @@ def _run(cfg: DemoConfig, echo) -> dict:
     start = time.perf_counter()
     out = Path(cfg.out)
     train_set, eval_set, data = build_data(cfg)
-    build_physics(cfg)  # fail early on an impossible geometry
+    physics = build_physics(cfg)
     echo(header(cfg, data))
     state = initial_state(cfg)
-    eval_x, eval_y = eval_batch(cfg, eval_set, build_physics(cfg))
+    eval_x, eval_y = eval_batch(cfg, eval_set, physics)
+    echo("fitting the classical baselines' weights on training images ...")
+    baselines = demo_baselines(cfg, train_set, physics)
+
     results = []
     for mode in cfg.modes:
-        echo(f"training {mode.name}: {mode.description} ...")
-        result = train_mode(cfg, mode, state, train_set, eval_set, eval_x, eval_y)
+        echo(f"training {mode.name} from scratch: {mode.description} ...")
+        result = train_mode(cfg, mode, state, train_set, eval_set, eval_y, baselines)
         echo(
             f"  done in {result.train_seconds:.1f} s, loss {result.losses[0]:.4g} -> "
             f"{result.losses[-1]:.4g}"
         )
         results.append(result)
 
+    shipped = find_shipped(describe(build_model(cfg, cfg.modes[0])), physics_spec(cfg))
+    finetuned = []
+    if cfg.pretrained and shipped is not None:
+        pretrained = load_file(shipped)
+        tune_set, _, _ = build_data(
+            cfg, crop=cfg.finetune_size, count=cfg.finetune_steps * cfg.batch_size
+        )
+        for mode in cfg.modes:
+            echo(f"fine-tuning the shipped model with {mode.name} ({cfg.finetune_steps} steps) ...")
+            finetuned.append(
+                train_mode(
+                    cfg,
+                    mode,
+                    pretrained.model.state_dict(),
+                    tune_set,
+                    eval_set,
+                    eval_y,
+                    baselines,
+                    lr=cfg.finetune_lr,
+                    measure=False,
+                )
+            )
+    saved_runs = finetuned or results
     out.mkdir(parents=True, exist_ok=True)
+    origin = (
+        {
+            "start": "shipped weights",
+            "file": shipped.name,
+            "shipped_info": pretrained.info,
+            "finetune_steps": cfg.finetune_steps,
+            "finetune_size": cfg.finetune_size,
+        }
+        if finetuned
+        else {"start": "random weights (seed)", "epochs": cfg.epochs}
+    )
+    model_files = {}
+    for r in saved_runs:
+        info = {
+            "command": "unrolled demo",
+            "mode": r.mode.name,
+            **origin,
+            "data": data,
+            "after": r.after,
+            "seed": cfg.seed,
+        }
+        model_files[r.mode.name] = str(
+            save(r.model, out / f"{r.mode.name}.pt", physics=physics_spec(cfg), info=info)
+        )
+    quality = score_heldout(saved_runs)
     files = {
-        "loss_plot": str(plot_loss_curves(results, cfg.reference.name, out / "loss.png")),
-        "reconstructions": str(
-            plot_figure(
-                eval_x,
-                eval_y if cfg.physics == "blur" else build_physics(cfg).A_adjoint(eval_y),
-                "measurement" if cfg.physics == "blur" else "A^H y",
+        "loss_plot": str(
+            plot_loss_curves(
                 results,
-                out / "reconstructions.png",
+                cfg.reference.name,
+                out / "loss.png",
+                baseline=baseline_loss(cfg, train_set, physics, baselines),
             )
         ),
+        "reconstructions": str(
+            plot_figure(eval_x, eval_y, physics, baselines, saved_runs, out / "reconstructions.png")
+        ),
         "report": str(out / "report.json"),
+        "models": model_files,
     }
     extra = {
         "files": files,
         "device": str(cfg.torch_device),
         "threads": torch.get_num_threads(),
         "torch_version": str(torch.__version__),
+        "quality": quality,
+        "saved_models": origin,
     }
-    report = build_report(cfg, results, data=data, seconds=time.perf_counter() - start, extra=extra)
+    report = build_report(
+        cfg,
+        results,
+        data=data,
+        seconds=time.perf_counter() - start,
+        extra=extra,
+        finetuned=finetuned,
+    )
     write_json(report, out / "report.json")
     echo("")
     echo(format_table(report))
+    echo("")
+    echo(format_quality(report))
     echo("")
     echo(
         "time/it: median training step (warm-up step excluded); peak mem: every allocation "
         "over one step's forward+backward; saved bwd: bytes held for backward (what layer "
         "checkpointing recomputes is not in it); reduction: reference / this; |dloss|: mean "
-        "absolute (relative) difference of the loss per step."
+        "absolute (relative) difference of the loss per step; PSNR determined: over the "
+        "pixels whose whole blur footprint lies inside the image."
     )
-    echo(f"wrote {files['loss_plot']}, {files['reconstructions']}, {files['report']}")
+    echo(
+        f"wrote {files['loss_plot']}, {files['reconstructions']}, {files['report']}, "
+        + ", ".join(model_files.values())
+    )
     echo(f"total {report['total_seconds']:.1f} s")
     return report
 

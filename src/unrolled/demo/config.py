@@ -20,8 +20,12 @@ DEFAULT_EPOCHS = 3
 DEFAULT_MODES = ("unroll", "implicit", "implicit+ckpt")
 
 # Sizes that depend on the device: (image size, training images, held-out images, batch).
-CPU_SIZES = (32, 64, 16, 8)
-CUDA_SIZES = (64, 480, 64, 32)
+CPU_SIZES = (32, 64, 6, 8)
+CUDA_SIZES = (64, 480, 24, 32)
+
+#: side of the held-out crops (blur): larger than the training crops, as the networks are
+#: fully convolutional and a user's photographs are larger still
+EVAL_SIZE = 128
 
 PHYSICS = ("blur", "mri")
 
@@ -107,6 +111,12 @@ class DemoConfig:
     """Everything one demo run depends on. ``None`` sizes take the device's default
     (CPU: 32x32 crops, 64 images, 16 held out, batch 8; CUDA: 64x64, 480, 64, 32).
 
+    Held-out images: ``num_eval`` crops of ``eval_size`` (blur: 128; MRI: the training size)
+    from photographs never trained on. With ``pretrained``, the models saved per mode start
+    from the weights the package ships for this configuration (when there are such) and
+    are fine-tuned for ``finetune_steps`` steps on ``finetune_size`` crops at
+    ``finetune_lr``; the comparison of the backward modes always trains from scratch.
+
     Physics ``"blur"``: Gaussian blur of std ``blur_sigma`` pixels, valid padding, white
     noise of std ``noise``. Physics ``"mri"``: multi-coil Cartesian MRI with ``coils``
     smooth coil maps and a mask of ``acceleration``-fold undersampling, complex images.
@@ -142,16 +152,25 @@ class DemoConfig:
     rss_steps: int = 2
     threads: int | None = None
     progress: bool = True
+    eval_size: int | None = None
+    pretrained: bool = True
+    finetune_steps: int = 40
+    finetune_size: int = 64
+    finetune_lr: float = 2e-4
 
     def __post_init__(self):
         if self.physics not in PHYSICS:
             raise ValueError(f"physics: expected one of {PHYSICS}, got {self.physics!r}")
-        for name in ("img_size", "num_images", "num_eval", "batch_size", "threads"):
+        for name in ("img_size", "num_images", "num_eval", "batch_size", "threads", "eval_size"):
             value = getattr(self, name)
             if value is not None:
                 _positive_int(name, value)
         for name in ("epochs", "max_iter", "layers", "coils", "rss_steps", "features"):
             _positive_int(name, getattr(self, name))
+        for name in ("finetune_steps", "finetune_size"):
+            _positive_int(name, getattr(self, name))
+        if not isinstance(self.pretrained, bool):
+            raise ValueError(f"pretrained: expected a bool, got {self.pretrained!r}")
         if isinstance(self.depth, bool) or not isinstance(self.depth, int) or self.depth < 2:
             raise ValueError(f"depth: expected an integer >= 2, got {self.depth!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
@@ -162,7 +181,7 @@ class DemoConfig:
             or self.acceleration < 1
         ):
             raise ValueError(f"acceleration: expected an integer >= 1, got {self.acceleration!r}")
-        for name in ("lr", "stepsize", "sigma", "blur_sigma"):
+        for name in ("lr", "stepsize", "sigma", "blur_sigma", "finetune_lr"):
             _positive_float(name, getattr(self, name))
         for name in ("tol", "noise"):
             _positive_float(name, getattr(self, name), allow_zero=True)
@@ -195,12 +214,15 @@ class DemoConfig:
         if data == "auto":
             data = "samples" if samples_available() else "deadleaves"
         values = asdict(self)
+        img_size = self.img_size or size
         values.update(
             device=str(device),
             data=data,
-            img_size=self.img_size or size,
+            img_size=img_size,
             num_images=self.num_images or images,
             num_eval=self.num_eval or held_out,
+            # MRI's mask is drawn for one image size: held-out images have the training size.
+            eval_size=self.eval_size or (EVAL_SIZE if self.physics == "blur" else img_size),
             batch_size=self.batch_size or batch,
             # One intra-op thread on CPU unless asked: the demo's tensors are small (a batch
             # of 8 32x32 images), so extra threads mostly wait on each other, and on a busy

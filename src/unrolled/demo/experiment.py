@@ -22,10 +22,11 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 
 from .. import data as datasets
+from ..evaluation import fit_baselines
 from ..fidelity import L2
 from ..linalg.cg import CG
 from ..models import DnCNN
-from ..physics import Blur, GaussianNoise, gaussian_kernel
+from ..physics.spec import blur_spec, mri_spec, physics_from_spec
 from ..train import (
     PeakMemoryMeter,
     SavedTensorMeter,
@@ -44,8 +45,10 @@ from .config import DemoConfig, Mode
 __all__ = [
     "ModeResult",
     "build_data",
+    "demo_baselines",
     "build_model",
     "build_physics",
+    "physics_spec",
     "channels_for",
     "measure_step",
     "rss_of_mode",
@@ -58,10 +61,10 @@ CHANNELS = 3
 # -- data -----------------------------------------------------------------------------------
 
 
-def _folder_split(path: str, cfg: DemoConfig) -> tuple[Dataset, Dataset]:
-    """Random crops of the first images of a folder for training, centre crops of the held-out
-    rest (the last tenth, at least one image) for evaluation; or the ``train`` and
-    ``test``/``val`` sub-folders when there are such."""
+def _folder_split(path: str, cfg: DemoConfig, crop: int, count: int) -> tuple[Dataset, Dataset]:
+    """Random ``crop`` crops of the first images of a folder for training, centre crops
+    (``eval_size``) of the held-out rest (the last tenth, at least one image) for
+    evaluation; or the ``train`` and ``test``/``val`` sub-folders when there are such."""
     root = os.path.expanduser(path)
     subdirs = {
         name: os.path.join(root, name)
@@ -70,50 +73,60 @@ def _folder_split(path: str, cfg: DemoConfig) -> tuple[Dataset, Dataset]:
     }
     held_out = subdirs.get("test") or subdirs.get("val")
     if "train" in subdirs and held_out:
-        train = datasets.ImageFolder(subdirs["train"], crop=cfg.img_size, seed=cfg.seed)
-        evals = datasets.ImageFolder(held_out, crop=cfg.img_size, train=False)
+        train = datasets.ImageFolder(subdirs["train"], crop=crop, seed=cfg.seed)
+        evals = datasets.ImageFolder(held_out, crop=cfg.eval_size, train=False)
         return (
-            Subset(train, range(min(cfg.num_images, len(train)))),
+            Subset(train, range(min(count, len(train)))),
             Subset(evals, range(min(cfg.num_eval, len(evals)))),
         )
-    train = datasets.ImageFolder(root, crop=cfg.img_size, seed=cfg.seed)
-    evals = datasets.ImageFolder(root, crop=cfg.img_size, train=False)
+    train = datasets.ImageFolder(root, crop=crop, seed=cfg.seed)
+    evals = datasets.ImageFolder(root, crop=cfg.eval_size, train=False)
     n = len(train)
     if n < 2:
         raise ValueError(f"data: folder:{path} needs at least 2 images (train + held out), got {n}")
     n_eval = max(1, n // 10)
-    n_train = min(cfg.num_images, n - n_eval)
+    n_train = min(count, n - n_eval)
     return Subset(train, range(n_train)), Subset(evals, range(n - n_eval, n))
 
 
-def build_data(cfg: DemoConfig) -> tuple[Dataset, Dataset, str]:
+def build_data(
+    cfg: DemoConfig, crop: int | None = None, count: int | None = None
+) -> tuple[Dataset, Dataset, str]:
     """``(training set, held-out set, description)`` of real ``(3, S, S)`` images in ``[0, 1]``.
 
-    ``samples``: random crops of scikit-image's training photographs (``num_images`` crops)
-    and of its evaluation photographs (``num_eval``, other pictures). ``deadleaves``: two
-    independent procedural sets. ``bsds``: BSDS500 train / test (downloaded once into the
-    cache). ``folder:PATH``: see :func:`_folder_split`.
+    Training: ``count`` (default ``num_images``) crops of side ``crop`` (default
+    ``img_size``); held out: ``num_eval`` crops of side ``eval_size`` of other pictures.
+    ``samples``: scikit-image's training photographs, and its evaluation photographs held
+    out. ``deadleaves``: two independent procedural sets. ``bsds``: BSDS500 train / test
+    (downloaded once into the cache). ``folder:PATH``: see :func:`_folder_split`.
     """
-    size, n, n_eval = cfg.img_size, cfg.num_images, cfg.num_eval
+    size = cfg.img_size if crop is None else crop
+    n = cfg.num_images if count is None else count
+    n_eval, eval_size = cfg.num_eval, cfg.eval_size
     if cfg.data == "samples":
         train = datasets.SampleImages("train", crop=size, length=n, seed=cfg.seed)
         evals = datasets.SampleImages(
-            "eval", crop=size, length=n_eval, random_crops=True, seed=cfg.seed + 1
+            "eval", crop=eval_size, length=n_eval, random_crops=True, seed=cfg.seed + 1
         )
-        what = f"scikit-image samples: {n} training crops of 9 photos, {n_eval} of 3 held-out"
+        what = (
+            f"scikit-image photographs: {n} training crops of 9 photos, {n_eval} held-out "
+            f"{eval_size}x{eval_size} crops of 3 others"
+        )
     elif cfg.data == "deadleaves":
         train = datasets.DeadLeaves(size, CHANNELS, n, seed=cfg.seed)
         # An independent stream of images for evaluation.
-        evals = datasets.DeadLeaves(size, CHANNELS, n_eval, seed=derive_seed(cfg.seed, 99) % 2**31)
-        what = f"dead leaves: {n} training images, {n_eval} held-out"
+        evals = datasets.DeadLeaves(
+            eval_size, CHANNELS, n_eval, seed=derive_seed(cfg.seed, 99) % 2**31
+        )
+        what = f"dead leaves: {n} training images, {n_eval} held-out {eval_size}x{eval_size}"
     elif cfg.data == "bsds":
         root = datasets.download_dataset("BSDS500")
         images = os.path.join(root, "BSR", "BSDS500", "data", "images")
-        train, evals = _folder_split(images, cfg)
+        train, evals = _folder_split(images, cfg, size, n)
         what = f"BSDS500: {len(train)} training crops, {len(evals)} test crops"
     else:
         path = cfg.data[len("folder:") :]
-        train, evals = _folder_split(path, cfg)
+        train, evals = _folder_split(path, cfg, size, n)
         what = f"folder {path}: {len(train)} training crops, {len(evals)} held-out"
     if cfg.physics == "mri":
         from .mri import ComplexImages
@@ -132,21 +145,35 @@ def channels_for(cfg: DemoConfig) -> int:
 # -- physics and model ----------------------------------------------------------------------
 
 
+def physics_spec(cfg: DemoConfig) -> dict:
+    """The measurement as plain values (stored in the saved models)."""
+    if cfg.physics == "mri":
+        return mri_spec(
+            acceleration=cfg.acceleration, coils=cfg.coils, noise_sigma=cfg.noise, seed=cfg.seed
+        )
+    return blur_spec(cfg.blur_sigma, padding="valid", noise_sigma=cfg.noise)
+
+
 def build_physics(cfg: DemoConfig) -> nn.Module:
     """The measurement model: blur (valid padding) + Gaussian noise, or multi-coil MRI."""
+    spec = physics_spec(cfg)
     if cfg.physics == "mri":
-        from .mri import build_mri_physics
-
-        return build_mri_physics(cfg)
-    kernel = gaussian_kernel(cfg.blur_sigma)
-    k = kernel.shape[-1]
-    if cfg.img_size <= k:
+        if cfg.eval_size != cfg.img_size:
+            raise ValueError(
+                f"eval_size: MRI's mask is drawn for the training size {cfg.img_size}, "
+                f"got held-out images of {cfg.eval_size}"
+            )
+        return physics_from_spec(spec, (cfg.img_size, cfg.img_size))
+    physics = physics_from_spec(spec)
+    k = physics.kernel.shape[-1]
+    smallest = min(cfg.img_size, cfg.eval_size, cfg.finetune_size)
+    if smallest <= k:
         raise ValueError(
             f"img_size: valid padding needs images larger than the {k}x{k} blur kernel "
-            f"(blur sigma {cfg.blur_sigma}), got {cfg.img_size}; use a larger --img-size "
+            f"(blur sigma {cfg.blur_sigma}), got {smallest}; use a larger --img-size "
             "or a smaller --blur-sigma"
         )
-    return Blur(kernel, padding="valid", noise=GaussianNoise(cfg.noise))
+    return physics
 
 
 def build_denoiser(cfg: DemoConfig) -> nn.Module:
@@ -324,24 +351,29 @@ def rss_of_mode(cfg: DemoConfig, mode: Mode, state: dict) -> dict:
 
 @dataclass
 class ModeResult:
-    """What one training run produced (plain numbers, plus a few estimates for the figure)."""
+    """What one training run produced (plain numbers, the trained model, a few estimates)."""
 
     mode: Mode
     losses: list[float]
     times: list[float]
     time_per_iter: float
-    memory: dict
+    memory: dict | None
     cg_forward: float
     cg_backward: float
     cg_unconverged: int
-    psnr_before: float
-    psnr_after: float
-    psnr_adjoint: float
+    before: dict
+    after: dict
     stepsize: list[float]
     sigma: list[float]
     train_seconds: float
+    model: nn.Module | None = field(default=None, repr=False)
+    baseline_scores: dict = field(default_factory=dict)
     rss: dict | None = None
     estimates: Tensor | None = field(default=None, repr=False)
+
+
+def _metrics(record: dict) -> dict:
+    return {k: float(record[k]) for k in ("psnr", "psnr_determined", "ssim")}
 
 
 def train_mode(
@@ -350,13 +382,18 @@ def train_mode(
     state: dict,
     train_set: Dataset,
     eval_set: Dataset,
-    eval_x: Tensor,
     eval_y: Tensor,
+    baselines: list,
+    *,
+    lr: float | None = None,
+    measure: bool = True,
 ) -> ModeResult:
-    """Train the model of ``mode`` from ``state`` and measure it.
+    """Train the model of ``mode`` from ``state`` for one pass over ``train_set`` per epoch
+    (``cfg.epochs`` epochs when ``measure``, else one) and score it on ``eval_set``.
 
-    ``eval_x`` / ``eval_y``: a few held-out images and their measurements, reconstructed
-    after training for the figure.
+    ``measure``: also measure the memory of one step (and its RSS with ``cfg.rss``).
+    ``eval_y``: measurements of a few held-out images, reconstructed after training for
+    the figure. ``baselines``: fitted classical baselines, scored next to the model.
     """
     device = cfg.torch_device
     physics = build_physics(cfg).to(device)
@@ -365,24 +402,28 @@ def train_mode(
     model.to(device)
     loader = make_loader(train_set, cfg.batch_size)
     eval_loader = make_loader(eval_set, cfg.batch_size, shuffle=False)
+    epochs = cfg.epochs if measure else 1
     trainer = Trainer(
         model,
         physics,
         loader,
         eval_data=eval_loader,
-        lr=cfg.lr,
-        epochs=cfg.epochs,
+        lr=cfg.lr if lr is None else lr,
+        epochs=epochs,
         device=device,
         seed=cfg.seed,
         out_dir=None,
-        eval_every=cfg.epochs,
+        eval_every=epochs,
         progress=cfg.progress,
         tensorboard=False,
         plots=False,
+        baselines=baselines,
     )
-    x, y = first_batch(cfg, loader, trainer)
-    memory = measure_step(model, physics, x, y, device)
-    rss = rss_of_mode(cfg, mode, state) if cfg.rss else None
+    memory = rss = None
+    if measure:
+        x, y = first_batch(cfg, loader, trainer)
+        memory = measure_step(model, physics, x, y, device)
+        rss = rss_of_mode(cfg, mode, state) if cfg.rss else None
 
     history = trainer.fit()
     train = history["train"]
@@ -402,15 +443,61 @@ def train_mode(
         cg_forward=_mean(r.get("cg_forward", 0.0) for r in train),
         cg_backward=_mean(r.get("cg_backward", 0.0) for r in train),
         cg_unconverged=int(sum(r.get("cg_unconverged", 0) for r in train)),
-        psnr_before=float(evals[0]["psnr"]),
-        psnr_after=float(evals[-1]["psnr"]),
-        psnr_adjoint=float(evals[0]["psnr_baseline"]),
+        before=_metrics(evals[0]),
+        after=_metrics(evals[-1]),
         stepsize=[float(v) for v in model.stepsize.detach().cpu()],
         sigma=[float(v) for v in model.sigma.detach().cpu()],
         train_seconds=float(sum(times)),
+        model=model,
+        baseline_scores=dict(trainer.baseline_scores or {}),
         rss=rss,
         estimates=estimates,
     )
+
+
+def _fitting_pairs(cfg: DemoConfig, train_set: Dataset, physics: nn.Module) -> list:
+    """The first two training batches and their measurements (noise from the seed)."""
+    pairs = []
+    for b in range(2):
+        idx = range(b * cfg.batch_size, min((b + 1) * cfg.batch_size, len(train_set)))
+        if len(idx) == 0:
+            break
+        x = torch.stack([train_set[i] for i in idx])
+        with torch.no_grad(), seeded_noise(physics, derive_seed(cfg.seed, 55, b), "cpu"):
+            pairs.append((x, physics.to("cpu")(x)))
+    return pairs
+
+
+def demo_baselines(cfg: DemoConfig, train_set: Dataset, physics: nn.Module) -> list:
+    """The classical baselines, their weights picked on the first two training batches
+    (never on the held-out images)."""
+    return fit_baselines(physics, _fitting_pairs(cfg, train_set, physics))
+
+
+def baseline_loss(
+    cfg: DemoConfig, train_set: Dataset, physics: nn.Module, baselines: list
+) -> tuple[str, float]:
+    """``(label, training loss)`` of the best baseline on the first training batches: the
+    level a trained network must get below."""
+    pairs = _fitting_pairs(cfg, train_set, physics)
+    losses = {
+        b.label: sum(float(mse(b(physics, y), x)) for x, y in pairs) / len(pairs) for b in baselines
+    }
+    best = min(losses, key=losses.get)
+    return best, losses[best]
+
+
+def score_heldout(runs: list[ModeResult]) -> dict:
+    """Held-out scores of the baselines and of each run's final model (all measured with the
+    same noise), as ``{"baselines": {label: metrics}, "models": {mode: metrics},
+    "best_baseline": label}``."""
+    baselines = runs[0].baseline_scores
+    best = max(baselines, key=lambda k: baselines[k]["psnr"])
+    return {
+        "baselines": baselines,
+        "best_baseline": best,
+        "models": {r.mode.name: r.after for r in runs},
+    }
 
 
 def _mean(values) -> float:

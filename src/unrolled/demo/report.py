@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..train import psnr
+from ..evaluation import psnr
 from .config import DemoConfig
 from .experiment import ModeResult
 
@@ -47,15 +47,22 @@ def loss_difference(losses: Sequence[float], reference: Sequence[float]) -> dict
     }
 
 
-def build_report(
-    cfg: DemoConfig, results: list[ModeResult], *, data: str, seconds: float, extra: dict
-) -> dict:
-    """The JSON report: settings, and per mode the timing, memory (with the reduction factor
-    against the reference run), CG iterations, loss curve and its difference to the
-    reference, PSNR before and after training and the learned scalars."""
-    ref = next(r for r in results if r.mode == cfg.reference)
-    modes = {}
-    for r in results:
+def _run_entry(r: ModeResult, ref: ModeResult | None) -> dict:
+    entry = {
+        "backward": r.mode.backward,
+        "checkpoint_layers": r.mode.checkpoint_layers,
+        "description": r.mode.description,
+        "time_per_iter_s": r.time_per_iter,
+        "times_s": r.times,
+        "train_seconds": r.train_seconds,
+        "cg": {"forward": r.cg_forward, "backward": r.cg_backward, "unconverged": r.cg_unconverged},
+        "loss": r.losses,
+        "scores": {"before": r.before, "after": r.after},
+        "learned": {"stepsize": r.stepsize, "sigma": r.sigma},
+    }
+    if ref is not None:
+        entry["loss_diff_vs_reference"] = loss_difference(r.losses, ref.losses)
+    if r.memory is not None and ref is not None and ref.memory is not None:
         memory = dict(r.memory)
         memory["peak_reduction"] = _ratio(ref.memory["peak_bytes"], r.memory["peak_bytes"])
         memory["saved_reduction"] = _ratio(ref.memory["saved_bytes"], r.memory["saved_bytes"])
@@ -63,35 +70,36 @@ def build_report(
             memory["rss_reduction"] = _ratio(
                 ref.rss["peak_above_baseline_bytes"], r.rss["peak_above_baseline_bytes"]
             )
-        modes[r.mode.name] = {
-            "backward": r.mode.backward,
-            "checkpoint_layers": r.mode.checkpoint_layers,
-            "description": r.mode.description,
-            "time_per_iter_s": r.time_per_iter,
-            "times_s": r.times,
-            "train_seconds": r.train_seconds,
-            "memory": memory,
-            "rss": r.rss,
-            "cg": {
-                "forward": r.cg_forward,
-                "backward": r.cg_backward,
-                "unconverged": r.cg_unconverged,
-            },
-            "loss": r.losses,
-            "loss_diff_vs_reference": loss_difference(r.losses, ref.losses),
-            "psnr": {
-                "before": r.psnr_before,
-                "after": r.psnr_after,
-                "adjoint": r.psnr_adjoint,
-            },
-            "learned": {"stepsize": r.stepsize, "sigma": r.sigma},
-        }
+        entry["memory"] = memory
+        entry["rss"] = r.rss
+    return entry
+
+
+def build_report(
+    cfg: DemoConfig,
+    results: list[ModeResult],
+    *,
+    data: str,
+    seconds: float,
+    extra: dict,
+    finetuned: Sequence[ModeResult] = (),
+) -> dict:
+    """The JSON report: settings; per mode trained from scratch the timing, memory (with
+    the reduction factor against the reference run), CG iterations, loss curve and its
+    difference to the reference, held-out scores before and after, learned scalars; the
+    same (without memory) for the runs fine-tuned from shipped weights."""
+    ref = next(r for r in results if r.mode == cfg.reference)
+    ref_tuned = next((r for r in finetuned if r.mode == cfg.reference), None)
+    initial = results[0]
     return {
         "command": "unrolled demo",
         "config": cfg.to_dict(),
         "data": data,
         "reference": cfg.reference.name,
-        "modes": modes,
+        "initial_scalars": {"stepsize": cfg.stepsize, "sigma": cfg.sigma},
+        "modes": {r.mode.name: _run_entry(r, ref) for r in results},
+        "finetuned": {r.mode.name: _run_entry(r, ref_tuned) for r in finetuned},
+        "scores_at_random_weights": initial.before,
         "total_seconds": seconds,
         **extra,
     }
@@ -112,7 +120,7 @@ def format_table(report: dict) -> str:
             "CG fwd",
             "CG bwd",
             f"|dloss| vs {ref}",
-            "PSNR before -> after",
+            "held-out PSNR full / determined, SSIM",
         )
     ]
     rss_rows = any(m.get("rss") for m in modes.values())
@@ -130,7 +138,7 @@ def format_table(report: dict) -> str:
                 f"{m['cg']['forward']:.1f}",
                 f"{m['cg']['backward']:.1f}" if m["cg"]["backward"] else "-",
                 "(reference)" if name == ref else _diff(diff),
-                f"{m['psnr']['before']:.2f} -> {m['psnr']['after']:.2f} dB",
+                _scores(m["scores"]["after"]),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -147,6 +155,83 @@ def format_table(report: dict) -> str:
                     f"{_factor(m['memory'].get('rss_reduction'))}  ({rss['steps']} steps)"
                 )
     return "\n".join(lines)
+
+
+def _scores(s: dict) -> str:
+    return f"{s['psnr']:.2f} / {s['psnr_determined']:.2f} dB, {s['ssim']:.3f}"
+
+
+def format_quality(report: dict) -> str:
+    """The held-out comparison: each classical baseline and each saved model, with the
+    gain of the models over the best baseline."""
+    q = report["quality"]
+    saved = report["saved_models"]
+    origin = (
+        f"shipped weights ({saved['file']}) fine-tuned {saved['finetune_steps']} steps"
+        if saved["start"] == "shipped weights"
+        else f"trained from random weights, {saved['epochs']} epochs"
+    )
+    cfg = report["config"]
+    rows = [("method", "PSNR full", "PSNR determined", "SSIM", "vs best baseline")]
+    best = q["baselines"][q["best_baseline"]]
+    for label, s in q["baselines"].items():
+        rows.append(
+            (
+                label,
+                f"{s['psnr']:.2f} dB",
+                f"{s['psnr_determined']:.2f} dB",
+                f"{s['ssim']:.3f}",
+                "(best)" if label == q["best_baseline"] else "",
+            )
+        )
+    for name, s in q["models"].items():
+        gain = (
+            f"{s['psnr'] - best['psnr']:+.2f} / "
+            f"{s['psnr_determined'] - best['psnr_determined']:+.2f} dB"
+        )
+        rows.append(
+            (
+                f"{name}.pt",
+                f"{s['psnr']:.2f} dB",
+                f"{s['psnr_determined']:.2f} dB",
+                f"{s['ssim']:.3f}",
+                gain,
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [
+        f"held-out reconstructions: {cfg['num_eval']} crops of {cfg['eval_size']}x"
+        f"{cfg['eval_size']} never trained on; baselines' weights picked on training "
+        f"images; saved models: {origin}",
+    ]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    lines.insert(2, "  ".join("-" * w for w in widths))
+    runs = report["finetuned"] or report["modes"]
+    first = next(iter(runs.values()))["learned"]
+    lines.append(
+        "learned per layer: stepsize "
+        + " ".join(f"{v:.3g}" for v in first["stepsize"])
+        + "; sigma "
+        + " ".join(f"{v:.3g}" for v in first["sigma"])
+        + f" (start: {_start_scalars(report)})"
+    )
+    return "\n".join(lines)
+
+
+def _start_scalars(report: dict) -> str:
+    saved = report["saved_models"]
+    if saved["start"] == "shipped weights":
+        learned = saved.get("shipped_info", {}).get("learned", {})
+        if learned:
+            return (
+                "shipped stepsize "
+                + " ".join(f"{v:.3g}" for v in learned["stepsize"])
+                + ", sigma "
+                + " ".join(f"{v:.3g}" for v in learned["sigma"])
+            )
+        return "shipped values"
+    init = report["initial_scalars"]
+    return f"stepsize {init['stepsize']:g}, sigma {init['sigma']:g} in every layer"
 
 
 def _diff(diff: dict) -> str:
@@ -177,10 +262,17 @@ def _finite(value):
     return value
 
 
-def plot_loss_curves(results: list[ModeResult], reference: str, path: str | os.PathLike) -> Path:
-    """Left: every run's training loss on one log-scale plot (the curves lie on top of each
-    other when the gradients agree). Right: each run's relative distance to the reference
-    run's loss, per step, on a log scale, so the size of the difference can be read."""
+def plot_loss_curves(
+    results: list[ModeResult],
+    reference: str,
+    path: str | os.PathLike,
+    *,
+    baseline: tuple[str, float] | None = None,
+) -> Path:
+    """Left: every run's training loss (mean squared error per pixel) on one log-scale plot
+    (the curves lie on top of each other when the gradients agree), with the best classical
+    baseline's loss on the same kind of images as a dashed line. Right: each run's relative
+    distance to the reference run's loss, per step, on a log scale."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -197,15 +289,23 @@ def plot_loss_curves(results: list[ModeResult], reference: str, path: str | os.P
         rel = [abs(a - b) / abs(b) if b else 0.0 for a, b in zip(r.losses, ref.losses, strict=True)]
         # Exact agreement (the first step always) has no place on a log axis: drawn at 1e-12.
         right.plot(steps, [max(v, 1e-12) for v in rel], styles[i % 4], label=r.mode.name)
+    if baseline is not None:
+        label, level = baseline
+        left.axhline(
+            level, color="grey", linestyle="--", linewidth=1, label=f"best baseline: {label}"
+        )
     if all(v > 0 for r in results for v in r.losses):
         left.set_yscale("log")
-    left.set_title("training loss (same weights, data and noise)")
+    left.set_title("training loss from scratch (same weights, data and noise)")
+    left.set_ylabel("mean squared error per pixel")
     right.set_yscale("log")
-    right.set_title(f"|loss - loss[{reference}]| / loss[{reference}]")
+    right.set_title(f"relative difference to {reference}'s loss")
+    right.set_ylabel(f"|loss - loss[{reference}]| / loss[{reference}]")
     for ax in (left, right):
-        ax.set_xlabel("training iteration")
+        ax.set_xlabel("training step")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -222,34 +322,80 @@ def _image(t: Tensor):
     return t[0].numpy(), "gray"
 
 
+def agreement_digits(estimates: Sequence[Tensor]) -> float:
+    """How many significant digits the estimates share: ``-log10`` of the largest
+    difference to the first, relative to its largest magnitude (inf when identical)."""
+    first = estimates[0].abs().max().clamp_min(1e-30)
+    worst = max(float((e - estimates[0]).abs().max() / first) for e in estimates[1:])
+    return math.inf if worst == 0 else -math.log10(worst)
+
+
 def plot_figure(
     x: Tensor,
-    shown: Tensor,
-    shown_label: str,
-    results: list[ModeResult],
+    y: Tensor,
+    physics,
+    baselines: Sequence,
+    runs: list[ModeResult],
     path: str | os.PathLike,
 ) -> Path:
-    """Rows: held-out images. Columns: ``shown`` (the measurement or ``A^H y``), the estimate
-    of every run (with its PSNR), the truth. Complex images are shown by magnitude."""
+    """Rows: held-out images. Columns: the measurement at its true size (for MRI, the
+    zero-filled ``A^H y``), the best classical baseline, the trained network (one column per
+    backward mode only where the modes differ visibly), the truth; each estimate titled with
+    its PSNR. Complex images are shown by magnitude."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    columns = [(shown_label, shown, None)]
-    for r in results:
-        columns.append((r.mode.name, r.estimates, psnr(r.estimates, x)))
-    columns.append(("truth", x, None))
+    with torch.no_grad():
+        scored = [(b, b(physics, y)) for b in baselines]
+    best, best_estimate = max(scored, key=lambda p: float(psnr(p[1], x).mean()))
+    digits = agreement_digits([r.estimates for r in runs]) if len(runs) > 1 else math.inf
+    # Modes that agree to 3 digits or more look identical: one column stands for them all.
+    shown_runs = runs if digits < 3 else runs[:1]
+    measured = y if not y.is_complex() else physics.A_adjoint(y)
+    columns = [
+        (
+            f"measurement {tuple(y.shape[-2:])}" if not y.is_complex() else "A^H y (zero-filled)",
+            measured,
+            None,
+        )
+    ]
+    columns.append((best.label, best_estimate, psnr(best_estimate, x)))
+    for r in shown_runs:
+        name = r.mode.name if len(shown_runs) > 1 else "trained network"
+        columns.append((name, r.estimates, psnr(r.estimates, x)))
+    columns.append((f"truth {tuple(x.shape[-2:])}", x, None))
     rows = x.shape[0]
-    fig = Figure(figsize=(2.2 * len(columns), 2.3 * rows), dpi=100)
+    fig = Figure(figsize=(2.4 * len(columns), 2.5 * rows + 0.5), dpi=100)
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, len(columns), squeeze=False)
+    h, w = x.shape[-2:]
     for i in range(rows):
         for j, (label, batch, scores) in enumerate(columns):
             img, cmap = _image(batch[i])
             ax = axes[i][j]
-            ax.imshow(img, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+            # Every image drawn at its own pixel size on the truth's grid: a valid
+            # measurement is smaller than the image and sits in its middle.
+            ih, iw = img.shape[:2]
+            top, left = (h - ih) / 2, (w - iw) / 2
+            ax.imshow(
+                img,
+                cmap=cmap,
+                vmin=0,
+                vmax=1,
+                interpolation="nearest",
+                extent=(left, left + iw, top + ih, top),
+            )
+            ax.set_xlim(0, w)
+            ax.set_ylim(h, 0)
             title = label if scores is None else f"{label}\n{float(scores[i]):.2f} dB"
             ax.set_title(title, fontsize=8)
             ax.set_axis_off()
+    if len(runs) > 1 and len(shown_runs) == 1:
+        agree = "all digits" if math.isinf(digits) else f"{digits:.0f} digits"
+        fig.suptitle(
+            f"trained network: {', '.join(r.mode.name for r in runs)} agree to {agree}",
+            fontsize=9,
+        )
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ from .baselines import (
 )
 from .metrics import mse, psnr, ssim
 from .regions import determined_region
-from .report import METRICS, format_scores, score_methods
+from .report import METRICS, format_scores, image_scores, score_methods
 
 __all__ = [
     "BASELINES",
@@ -21,6 +21,7 @@ __all__ = [
     "determined_region",
     "fit_baselines",
     "format_scores",
+    "image_scores",
     "mse",
     "psnr",
     "score_methods",

@@ -11,10 +11,28 @@ from ..linalg.operator import LinearOperator
 from .metrics import psnr, ssim
 from .regions import determined_region
 
-__all__ = ["METRICS", "format_scores", "score_methods"]
+__all__ = ["METRICS", "format_scores", "image_scores", "score_methods"]
 
-#: what :func:`score_methods` reports per method (means over the images)
+#: what :func:`image_scores` measures per image, and :func:`score_methods` averages
 METRICS = ("psnr", "psnr_determined", "ssim")
+
+
+def image_scores(x_hat: Tensor, x: Tensor, region: Tensor, max_val: float = 1.0) -> Tensor:
+    """``(3, B)`` float64: per image, PSNR over the whole image, PSNR over ``region`` (the
+    determined region) and SSIM (NaN for images smaller than SSIM's 11x11 window)."""
+    small = min(x.shape[-2:]) < 11
+    quality = (
+        torch.full((x.shape[0],), float("nan"), dtype=torch.float64, device=x.device)
+        if small
+        else ssim(x_hat, x, max_val).double()
+    )
+    return torch.stack(
+        [
+            psnr(x_hat, x, max_val).double(),
+            psnr(x_hat, x, max_val, region=region).double(),
+            quality,
+        ]
+    )
 
 
 def score_methods(
@@ -42,14 +60,7 @@ def score_methods(
         for name, method in methods.items():
             with torch.no_grad():
                 x_hat = method(y)
-            values = torch.stack(
-                [
-                    psnr(x_hat, x, max_val).double(),
-                    psnr(x_hat, x, max_val, region=region).double(),
-                    ssim(x_hat, x, max_val).double(),
-                ]
-            )
-            totals[name] += values.sum(1).cpu()
+            totals[name] += image_scores(x_hat, x, region, max_val).sum(1).cpu()
         count += x.shape[0]
     if count == 0:
         raise ValueError("pairs: expected at least one (x, y) batch, got none")

@@ -19,6 +19,7 @@ first).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any
 
 import torch
 
+from ..physics.spec import blur_spec, physics_from_spec
 from . import distributed
 from .checkpoint import LATEST, PREVIOUS, CheckpointError, numbered_checkpoints
 from .config import (
@@ -41,6 +43,7 @@ from .config import (
     set_key,
     validate_config,
 )
+from .pretrain import pretrain_denoiser
 from .signals import TrainingInterrupted
 
 __all__ = ["add_arguments", "build_experiment", "resolve_config", "run", "train"]
@@ -171,11 +174,23 @@ def _datasets(config: dict):
         evals = datasets.DeadLeaves(
             size, channels, length=max(d["eval_images"], 1), seed=seed + 1_000_003
         )
-    elif d["source"] == "samples":
+    elif d["source"] in ("samples", "mixed"):
         train = datasets.SampleImages(
             "train", crop=size, channels=channels, length=d["train_images"], seed=seed
         )
-        evals = datasets.SampleImages("eval", crop=size, channels=channels)
+        if d["source"] == "mixed":
+            leaves = datasets.DeadLeaves(size, channels, length=d["train_images"], seed=seed)
+            train = datasets.Interleaved([train, leaves])
+        # Held-out photographs, larger than the training crops (the networks are fully
+        # convolutional), as random crops fixed by the seed.
+        evals = datasets.SampleImages(
+            "eval",
+            crop=min(2 * size, 256),
+            channels=channels,
+            length=max(d["eval_images"], 1),
+            random_crops=True,
+            seed=seed + 1,
+        )
     else:
         train = datasets.ImageFolder(d["path"], crop=size, channels=channels, seed=seed)
         evals = datasets.ImageFolder(
@@ -188,6 +203,23 @@ def _datasets(config: dict):
     return train, evals
 
 
+def physics_spec(config: dict) -> dict:
+    """The measurement of ``config`` as plain values (stored with the saved models)."""
+    p = config["physics"]
+    noise = p["noise_sigma"] if p["noise"] == "gaussian" else 0.0
+    return blur_spec(
+        p["kernel_sigma"], padding=p["padding"], noise_sigma=noise, kernel_size=p["kernel_size"]
+    )
+
+
+def _cosine_schedule(train: dict, per_epoch: int):
+    """A factory of the cosine decay of the learning rate to 0 over the run's steps."""
+    total = per_epoch * train["epochs"]
+    if train["max_steps"] is not None:
+        total = min(total, train["max_steps"])
+    return functools.partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=max(total, 1))
+
+
 def build_experiment(config: dict, device: torch.device | str = "cpu") -> dict:
     """The parts of a run described by ``config``: ``model``, ``physics``, ``train_data``
     (a loader sharded over processes when distributed), ``eval_data`` (or None) and the
@@ -196,10 +228,8 @@ def build_experiment(config: dict, device: torch.device | str = "cpu") -> dict:
     import unrolled as ur
 
     dtype = torch.float64 if config["train"]["dtype"] == "float64" else torch.float32
-    p, m, s, t = config["physics"], config["model"], config["solver"], config["train"]
-    kernel = ur.physics.gaussian_kernel(p["kernel_sigma"], p["kernel_size"], dtype=dtype)
-    noise = ur.physics.GaussianNoise(p["noise_sigma"]) if p["noise"] == "gaussian" else None
-    physics = ur.physics.Blur(kernel, padding=p["padding"], noise=noise)
+    m, s, t = config["model"], config["solver"], config["train"]
+    physics = physics_from_spec(physics_spec(config), dtype=dtype)
     solver = ur.CG(
         max_iter=s["max_iter"],
         tol=s["tol"],
@@ -223,6 +253,7 @@ def build_experiment(config: dict, device: torch.device | str = "cpu") -> dict:
         share_parameters=m["share_parameters"],
         share_denoiser=m["share_denoiser"],
         checkpoint_layers=m["checkpoint_layers"],
+        init=m["init"],
         **scalars,
     ).to(dtype)
     train_set, eval_set = _datasets(config)
@@ -257,6 +288,7 @@ def build_experiment(config: dict, device: torch.device | str = "cpu") -> dict:
         nonfinite=t["nonfinite"],
         progress=t["progress"],
         plots=t["plots"],
+        scheduler=(_cosine_schedule(t, len(train_data)) if t["schedule"] == "cosine" else None),
     )
     return dict(
         model=model,
@@ -319,11 +351,27 @@ def train(config: dict, *, resume: bool = False, device: torch.device | str = "c
 
     parts = build_experiment(config, device)
     out = Path(config["out"]).resolve()
+    steps = config["train"]["pretrain_steps"]
+    if steps and not resume:
+        # Before the Trainer, whose DDP wrapper then gives every process rank 0's weights.
+        # Not resumable by itself: a run killed while pretraining starts it again.
+        _say(f"pretraining the denoiser: {steps} steps of Gaussian denoising")
+        losses = pretrain_denoiser(
+            parts["model"].priors[0].denoiser,
+            parts["train_data"],
+            steps=steps,
+            sigma_max=2 * max(config["physics"]["noise_sigma"], 0.01),
+            lr=config["train"]["lr"],
+            seed=config["seed"],
+            device=device,
+        )
+        _say(f"pretraining done, loss {losses[0]:.4g} -> {losses[-1]:.4g}")
     trainer = Trainer(
         parts["model"],
         parts["physics"],
         parts["train_data"],
         eval_data=parts["eval_data"],
+        eval_callbacks=[_KeepBest(config, out / BEST_MODEL)],
         **parts["trainer_kwargs"],
     )
     if trainer.is_main:
@@ -345,12 +393,71 @@ def train(config: dict, *, resume: bool = False, device: torch.device | str = "c
     except FloatingPointError as err:
         _say(f"stopped: {err}; the last good state is in {out / 'latest.pt'}")
         return 1
-    summary = f"done: {trainer.step} steps"
+    if trainer.is_main:
+        _save_model(trainer, config, out / LAST_MODEL)
+    summary = f"done: {trainer.step} steps; models {out / BEST_MODEL}, {out / LAST_MODEL}"
     if history["eval"]:
-        last = history["eval"][-1]
-        summary += f", eval PSNR {last['psnr']:.2f} dB (A^T y: {last['psnr_baseline']:.2f} dB)"
-    _say(f"{summary}; checkpoint {out / 'latest.pt'}")
+        summary += "\n" + eval_summary(history["eval"][-1])
+    _say(f"{summary}\ncheckpoint {out / 'latest.pt'}")
     return 0
+
+
+#: the model files ``unrolled train`` writes (``unrolled.load`` reads them)
+BEST_MODEL = "best.pt"
+LAST_MODEL = "last.pt"
+
+
+def eval_summary(record: dict) -> str:
+    """One evaluation record as two lines: the model and the best classical baseline."""
+    line = (
+        f"held-out: trained model PSNR {record['psnr']:.2f} dB (determined region "
+        f"{record['psnr_determined']:.2f} dB), SSIM {record['ssim']:.3f}"
+    )
+    if "baseline" in record:
+        line += (
+            f"\n          best baseline {record['baseline']}: "
+            f"PSNR {record['psnr_baseline']:.2f} dB "
+            f"(determined region {record['psnr_determined_baseline']:.2f} dB), SSIM "
+            f"{record['ssim_baseline']:.3f}; model - baseline "
+            f"{record['psnr'] - record['psnr_baseline']:+.2f} / "
+            f"{record['psnr_determined'] - record['psnr_determined_baseline']:+.2f} dB"
+        )
+    return line
+
+
+def _save_model(trainer, config: dict, path: Path, record: dict | None = None) -> None:
+    from ..saving import save
+
+    module = trainer.module
+    info = {
+        "command": "unrolled train",
+        "step": trainer.step,
+        "epoch": trainer.epoch,
+        "seed": config["seed"],
+        "data": dict(config["data"]),
+    }
+    if record is not None:
+        info["eval"] = {k: v for k, v in record.items() if isinstance(v, (int, float, str))}
+    info["learned"] = {
+        "stepsize": module.stepsize.detach().cpu().tolist(),
+        "sigma": module.sigma.detach().cpu().tolist(),
+    }
+    save(module, path, physics=physics_spec(config), info=info)
+
+
+class _KeepBest:
+    """After each evaluation, write the model as ``best.pt`` when its PSNR is the best yet."""
+
+    def __init__(self, config: dict, path: Path):
+        self.config = config
+        self.path = path
+
+    def __call__(self, trainer, record: dict) -> None:
+        if not trainer.is_main:
+            return
+        earlier = [r["psnr"] for r in trainer.history["eval"] if r is not record]
+        if not earlier or record["psnr"] > max(earlier) or not self.path.exists():
+            _save_model(trainer, self.config, self.path, record)
 
 
 def _worker(config: dict, resume: bool) -> int:

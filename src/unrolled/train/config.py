@@ -126,6 +126,11 @@ SCHEMA: dict[str, dict[str, Key] | Key] = {
         ),
         "share_parameters": _bool(False, "one value of each scalar for all layers"),
         "checkpoint_layers": _bool(False, "recompute each layer in backward"),
+        "init": choice(
+            "auto",
+            ("auto", "adjoint", "normalized_adjoint"),
+            "the initial estimate: 'auto' is A^T y / A^T 1 for blur, A^H y otherwise",
+        ),
     },
     "solver": {
         "max_iter": Key(30, "an integer >= 1", _int(1)),
@@ -139,7 +144,11 @@ SCHEMA: dict[str, dict[str, Key] | Key] = {
         ),
     },
     "data": {
-        "source": choice("deadleaves", ("deadleaves", "samples", "folder")),
+        "source": choice(
+            "deadleaves",
+            ("deadleaves", "samples", "mixed", "folder"),
+            "mixed: scikit-image's training photographs and dead leaves, alternating",
+        ),
         "path": Key(
             None,
             "a folder of images (string), for source = 'folder'",
@@ -160,6 +169,15 @@ SCHEMA: dict[str, dict[str, Key] | Key] = {
         "epochs": Key(2, "an integer >= 1", _int(1)),
         "batch_size": Key(8, "an integer >= 1 (per process)", _int(1)),
         "lr": Key(5e-4, "a number > 0", _number(0, strict=True)),
+        "pretrain_steps": Key(
+            0,
+            "an integer >= 0",
+            _int(0),
+            help="steps of Gaussian denoising (levels up to 2 x the noise) before unrolling",
+        ),
+        "schedule": choice(
+            "constant", ("constant", "cosine"), "cosine: the learning rate decays to 0 at the end"
+        ),
         "dtype": choice("float32", ("float32", "float64")),
         "checkpoint_every": Key(
             "epoch",

@@ -33,6 +33,7 @@ STREAM_TRAIN_NOISE = 1
 STREAM_EVAL_NOISE = 2
 STREAM_SHUFFLE = 3
 STREAM_LOADER = 4
+STREAM_BASELINE_NOISE = 5
 
 
 def derive_seed(*parts: int) -> int:

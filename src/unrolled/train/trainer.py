@@ -41,6 +41,7 @@ at the same step).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -50,6 +51,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..evaluation import Baseline, determined_region, fit_baselines, image_scores
 from ..fidelity import SolveStats
 from ..physics.base import Physics
 from . import distributed
@@ -62,9 +64,10 @@ from .checkpoint import (
 )
 from .logs import RunLog, tensorboard_writer
 from .memory import PeakMemoryMeter, SavedTensorMeter
-from .metrics import mse, psnr
+from .metrics import mse
 from .plots import plot_losses, plot_reconstructions
 from .seeding import (
+    STREAM_BASELINE_NOISE,
     STREAM_EVAL_NOISE,
     STREAM_TRAIN_NOISE,
     derive_seed,
@@ -80,6 +83,11 @@ from .timer import Timer
 __all__ = ["Trainer", "first_tensor"]
 
 NONFINITE = ("raise", "skip")
+
+#: what an evaluation measures per method (see :func:`~unrolled.evaluation.image_scores`)
+METRIC_NAMES = ("psnr", "psnr_determined", "ssim")
+#: training batches on which the classical baselines' weights are picked
+BASELINE_BATCHES = 2
 
 
 def first_tensor(batch: Any, what: str = "train_data") -> Tensor:
@@ -163,6 +171,10 @@ class Trainer:
             :class:`~unrolled.train.TrainingInterrupted` (main thread only).
         ddp_options: keyword arguments for ``DistributedDataParallel`` (multi-process
             runs only), e.g. ``{"find_unused_parameters": True}``.
+        baselines: the classical reconstructions every evaluation reports next to the
+            model: ``"auto"`` (fitted on training images, see :meth:`fit_baselines`), a
+            sequence of fitted :class:`~unrolled.evaluation.Baseline`, or ``None``.
+        eval_callbacks: ``fn(trainer, record)`` called after each evaluation.
 
     Each step's record (``history["train"]`` and ``train_log.csv/jsonl``) has ``step``
     (1-based, in all), ``epoch`` (0-based), ``iteration`` (1-based, within the epoch),
@@ -172,8 +184,11 @@ class Trainer:
     forward and backward solves together) when the model holds fidelities with a
     ``stats`` attribute (:class:`unrolled.SolveStats`); ``peak_bytes`` and
     ``saved_peak_bytes`` on measured steps; ``skipped`` on skipped steps. Evaluation
-    records (``history["eval"]``) have ``step``, ``epoch`` (epochs done), ``psnr``,
-    ``psnr_baseline`` (of ``A^T y``) and ``n``; the first is made before training.
+    records (``history["eval"]``) have ``step``, ``epoch`` (epochs done), ``psnr`` (whole
+    image), ``psnr_determined`` (the region the measurement determines), ``ssim``, the same
+    three of the best classical baseline (``psnr_baseline``, ``psnr_determined_baseline``,
+    ``ssim_baseline``, and its name in ``baseline``; see ``baselines``) and ``n``; the first
+    is made before training.
     """
 
     def __init__(
@@ -206,6 +221,8 @@ class Trainer:
         plots: bool = True,
         handle_signals: bool = True,
         ddp_options: dict | None = None,
+        baselines: str | Sequence[Baseline] | None = "auto",
+        eval_callbacks: Sequence[Callable[[Trainer, dict], None]] = (),
     ):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
@@ -254,8 +271,21 @@ class Trainer:
             raise TypeError(f"loss: expected a callable (x_hat, x) -> scalar, got {loss!r}")
         if tensorboard not in ("auto", True, False):
             raise ValueError(f"tensorboard: expected 'auto', True or False, got {tensorboard!r}")
-        if any(not callable(c) for c in callbacks):
-            raise TypeError("callbacks: expected callables fn(trainer, record)")
+        if any(not callable(c) for c in [*callbacks, *eval_callbacks]):
+            raise TypeError("callbacks, eval_callbacks: expected callables fn(trainer, record)")
+        if not (
+            baselines is None
+            or (isinstance(baselines, str) and baselines == "auto")
+            or (
+                isinstance(baselines, Sequence)
+                and not isinstance(baselines, str)
+                and all(isinstance(b, Baseline) for b in baselines)
+            )
+        ):
+            raise TypeError(
+                f"baselines: expected 'auto', None or a sequence of "
+                f"unrolled.evaluation.Baseline, got {baselines!r}"
+            )
 
         self.device = torch.device(device)
         self.module = model.to(self.device)
@@ -282,6 +312,7 @@ class Trainer:
         self.eval_every = eval_every
         self.max_steps = max_steps
         self.callbacks = list(callbacks)
+        self.eval_callbacks = list(eval_callbacks)
         self.progress = progress
         self.measure_memory = int(measure_memory)
         self.tensorboard = tensorboard
@@ -290,6 +321,8 @@ class Trainer:
         self.max_val = max_val
         self.plots = plots
         self.handle_signals = bool(handle_signals)
+        self.baselines = None if baselines == "auto" else list(baselines or [])
+        self.baseline_scores: dict[str, dict] | None = None
         self.optimizer = self._make_optimizer(optimizer, lr)
         self.scheduler = scheduler(self.optimizer) if scheduler is not None else None
 
@@ -460,19 +493,29 @@ class Trainer:
             return self.physics(x)
 
     def evaluate(self, data: Iterable | None = None, *, max_batches: int | None = None) -> dict:
-        """Mean PSNR (dB) over ``data`` (default ``eval_data``) of the model and of ``A^T y``.
+        """Scores over ``data`` (default ``eval_data``) of the model and of the best
+        classical baseline: mean PSNR over the whole image and over the determined region
+        (:func:`~unrolled.evaluation.determined_region`), and SSIM.
 
         The measurements of batch ``b`` are drawn with :meth:`eval_seed` ``(b)`` and the
-        global RNG is left as it was, so evaluating does not change the training run.
-        Returns ``{"psnr", "psnr_baseline", "n"}``.
+        global RNG is left as it was, so evaluating does not change the training run. The
+        baselines (:meth:`fit_baselines`) are scored once, on the first call over
+        ``eval_data``, and kept in :attr:`baseline_scores`. Returns ``{"psnr",
+        "psnr_determined", "ssim", "n"}`` and, with baselines, ``"baseline"`` (the best by
+        whole-image PSNR), ``"psnr_baseline"``, ``"psnr_determined_baseline"``,
+        ``"ssim_baseline"``.
         """
+        default = data is None
         data = self.eval_data if data is None else data
         if data is None:
             raise ValueError("data: expected evaluation data (eval_data is None)")
         _check_int("max_batches", max_batches, 1, allow_none=True)
+        score_baselines = not default or self.baseline_scores is None
+        baselines = self.fit_baselines() if score_baselines else []
         was_training = self.module.training
         self.module.eval()
-        sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # psnr, baseline, n
+        # per method (the model, then each baseline): sums of the three metrics; then n
+        sums = torch.zeros(3 * (1 + len(baselines)) + 1, dtype=torch.float64, device=self.device)
         try:
             with torch.random.fork_rng(devices=self._cuda_devices()), torch.no_grad():
                 torch.manual_seed(derive_seed(self.seed, STREAM_EVAL_NOISE))
@@ -483,18 +526,66 @@ class Trainer:
                         continue  # batches are shared out over the processes
                     x = first_tensor(batch, "eval_data").to(self.device)
                     y = self._measure(x, self.eval_seed(b))
+                    region = determined_region(self.physics, x.shape).to(self.device)
                     # The unwrapped model: DDP's forward would wait for the other processes.
-                    x_hat = self.module(y, self.physics)
-                    sums[0] += psnr(x_hat, x, self.max_val).double().sum()
-                    sums[1] += psnr(self.physics.A_adjoint(y), x, self.max_val).double().sum()
-                    sums[2] += x.shape[0]
+                    estimates = [self.module(y, self.physics)]
+                    estimates += [baseline(self.physics, y) for baseline in baselines]
+                    for i, x_hat in enumerate(estimates):
+                        sums[3 * i : 3 * i + 3] += image_scores(x_hat, x, region, self.max_val).sum(
+                            1
+                        )
+                    sums[-1] += x.shape[0]
         finally:
             self.module.train(was_training)
-        total, base, n = distributed.all_reduce_sum(sums).tolist()
-        n = int(n)
+        sums = distributed.all_reduce_sum(sums)
+        n = int(sums[-1].item())
         if n == 0:
             raise ValueError("data: the evaluation data yielded no batch")
-        return {"psnr": total / n, "psnr_baseline": base / n, "n": n}
+        means = (sums[:-1] / n).view(-1, 3).tolist()
+        result = dict(zip(METRIC_NAMES, means[0], strict=True), n=n)
+        scores = {
+            b.label: dict(zip(METRIC_NAMES, m, strict=True))
+            for b, m in zip(baselines, means[1:], strict=True)
+        }
+        if default and score_baselines:
+            self.baseline_scores = scores
+        if not score_baselines:
+            scores = self.baseline_scores
+        if scores:
+            label = max(scores, key=lambda k: scores[k]["psnr"])
+            result["baseline"] = label
+            result.update({f"{k}_baseline": v for k, v in scores[label].items()})
+        return result
+
+    def fit_baselines(self) -> list[Baseline]:
+        """The classical baselines the model is compared with (the ``baselines`` argument;
+        ``"auto"``: each of :data:`~unrolled.evaluation.BASELINES` with its weight picked
+        on the first two training batches, measured with their own noise seed: never on the
+        evaluation images). Fitted once; under DDP the weights of process 0 are used."""
+        if self.baselines is not None:
+            return self.baselines
+        pairs = []
+        with torch.random.fork_rng(devices=self._cuda_devices()), torch.no_grad():
+            batches = epoch_batches(self.train_data, self.seed, 0)
+            for i, batch in zip(range(BASELINE_BATCHES), batches, strict=False):
+                x = first_tensor(batch).to(self.device)
+                pairs.append(
+                    (x, self._measure(x, derive_seed(self.seed, STREAM_BASELINE_NOISE, i)))
+                )
+        fitted = fit_baselines(self.physics, pairs, max_val=self.max_val)
+        if distributed.is_distributed():
+            lams = torch.tensor(
+                [b.lam if b.lam is not None else 0.0 for b in fitted],
+                dtype=torch.float64,
+                device=self.device,
+            )
+            torch.distributed.broadcast(lams, 0)
+            fitted = [
+                dataclasses.replace(b, lam=float(v)) if b.lam is not None else b
+                for b, v in zip(fitted, lams.tolist(), strict=True)
+            ]
+        self.baselines = fitted
+        return fitted
 
     def _cuda_devices(self) -> list[int]:
         if self.device.type != "cuda":
@@ -792,6 +883,8 @@ class Trainer:
         record = {"step": self.step, "epoch": self.epoch, **result}
         self.history["eval"].append(record)
         self._write("eval", record)
+        for callback in self.eval_callbacks:
+            callback(self, record)
 
     def _write(self, kind: str, record: dict) -> None:
         if self._log is not None:
