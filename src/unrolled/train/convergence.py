@@ -11,7 +11,7 @@ The :class:`~unrolled.train.Trainer`, ``unrolled train`` and the demo all use it
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ..linalg.cg import NonConvergenceWarning
@@ -46,9 +46,18 @@ class UnconvergedSolves:
         tally = UnconvergedSolves()
         tally.add(history["train"])
         print(tally.summary())   # "all 240 CG solves converged" / "24 of 240 CG solves ..."
+
+    Args:
+        report: called with the epoch's line instead of issuing a warning (a command
+            line prints it its own way); ``None``: :class:`UnconvergedSolvesWarning`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, report: Callable[[str], None] | None = None) -> None:
+        self.report = report
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every count (``report`` is kept)."""
         self.unconverged = 0
         self.solves = 0
         self._by_epoch: dict[int, tuple[int, int]] = {}
@@ -67,8 +76,8 @@ class UnconvergedSolves:
 
     def end_epoch(self, epoch: int, *, warn: bool = True) -> str | None:
         """The line for ``epoch`` (0-based, printed 1-based) when some of its solves did not
-        converge, else ``None``; issued as an :class:`UnconvergedSolvesWarning` when
-        ``warn``."""
+        converge, else ``None``; when ``warn``, given to ``report`` or issued as an
+        :class:`UnconvergedSolvesWarning`."""
         u, s = self._by_epoch.pop(epoch, (0, 0))
         if u == 0:
             return None
@@ -78,8 +87,10 @@ class UnconvergedSolves:
             "(raise solver.max_iter or lower the step size; solver.on_failure = 'raise' "
             "makes this an error)"
         )
-        if warn:
-            warnings.warn(line, UnconvergedSolvesWarning, stacklevel=2)
+        if warn and self.report is not None:
+            self.report(line)
+        elif warn:
+            warnings.warn(line, UnconvergedSolvesWarning, stacklevel=3)
         return line
 
     def summary(self) -> str:

@@ -75,6 +75,12 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(data: bytes | memoryview, path: str | os.PathLike, what: str) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder, fsync and
     ``os.replace``: readers see the old file or the new one, never part of one. On failure
@@ -85,6 +91,8 @@ def atomic_write_bytes(data: bytes | memoryview, path: str | os.PathLike, what: 
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
+            # mkstemp makes the file private (0600): give it the mode a plain open() would.
+            os.chmod(tmp, 0o666 & ~_umask())
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()

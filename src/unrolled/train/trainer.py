@@ -431,7 +431,7 @@ class Trainer:
         }
         set_rng_state(state["rng"])
         self._saved_at = (self.epoch, self.iteration, self.step)
-        self.unconverged = UnconvergedSolves()
+        self.unconverged.reset()
         self.unconverged.add(self.history["train"])
 
     def save_checkpoint(self) -> Path | None:
