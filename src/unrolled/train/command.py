@@ -30,6 +30,7 @@ import argparse
 import contextlib
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -187,11 +188,22 @@ def _folder(path: str, key: str, data: dict, **kwargs):
     from .. import data as datasets
 
     try:
-        return datasets.ImageFolder(
-            path, check_files=True, skip_unreadable=data["skip_bad_images"], **kwargs
-        )
+        with warnings.catch_warnings(record=True) as skipped:
+            warnings.simplefilter("always")
+            folder = datasets.ImageFolder(
+                path, check_files=True, skip_unreadable=data["skip_bad_images"], **kwargs
+            )
     except (OSError, ValueError) as err:
         raise ConfigError(f"{key}: {err}") from err
+    for w in skipped:  # the files left out, once (the evaluation set may be the same folder)
+        line = f"warning: {path}: " + str(w.message).replace("\n", "\n  ")
+        if line not in _shown:
+            _shown.add(line)
+            _say_error(line)
+    return folder
+
+
+_shown: set[str] = set()
 
 
 def _datasets(config: dict):
@@ -503,7 +515,7 @@ def run(args: argparse.Namespace) -> int:
         # Before training starts there is nothing to save: say so in a line, no traceback.
         print(
             "unrolled train: stopped by SIGINT during start-up, before the first training "
-            "step; the run folder holds what it held before",
+            "step; no checkpoint was written: run the same command again to start",
             file=sys.stderr,
             flush=True,
         )
