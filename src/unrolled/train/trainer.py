@@ -173,12 +173,19 @@ class Trainer:
     (1-based, in all), ``epoch`` (0-based), ``iteration`` (1-based, within the epoch),
     ``loss``, ``time_s`` (the step: measurement, forward, backward, update),
     ``data_time_s``, ``lr``; ``cg_forward`` / ``cg_backward`` (mean CG iterations per
-    solve in the step) and ``cg_unconverged`` (samples that stopped at ``max_iter``,
-    forward and backward solves together) when the model holds fidelities with a
-    ``stats`` attribute (:class:`unrolled.SolveStats`); ``peak_bytes`` and
-    ``saved_peak_bytes`` on measured steps; ``skipped`` on skipped steps. Evaluation
-    records (``history["eval"]``) have ``step``, ``epoch`` (epochs done), ``psnr``,
-    ``psnr_baseline`` (of ``A^T y``) and ``n``; the first is made before training.
+    solve in the step), ``cg_unconverged`` (samples that stopped at ``max_iter``,
+    forward and backward solves together) and ``cg_solves`` (samples solved) when the
+    model holds fidelities with a ``stats`` attribute (:class:`unrolled.SolveStats`);
+    ``peak_bytes`` and ``saved_peak_bytes`` on measured steps; ``skipped`` on skipped
+    steps. Evaluation records (``history["eval"]``) have ``step``, ``epoch`` (epochs
+    done), ``psnr``, ``psnr_baseline`` (of ``A^T y``) and ``n``; the first is made before
+    training.
+
+    Unconverged solves are counted in :attr:`unconverged` (an
+    :class:`~unrolled.train.UnconvergedSolves`) and reported once per epoch, with the
+    count, as an :class:`~unrolled.train.UnconvergedSolvesWarning` (or through
+    ``trainer.unconverged.report``). With ``out_dir``, :meth:`fit` holds the folder's
+    :class:`~unrolled.train.RunLock`: one writer per run folder.
     """
 
     def __init__(
