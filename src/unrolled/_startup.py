@@ -16,10 +16,14 @@ from pathlib import Path
 
 
 def _is_command() -> bool:
-    # While ``python -m`` imports the package, ``sys.argv[0]`` is "-m" (documented);
-    # the installed script is named after the package.
+    # ``python -m unrolled`` (the interpreter's own command line says which module), or
+    # the installed script, named after the package.
+    line = list(getattr(sys, "orig_argv", ()))
+    if "-m" in line:
+        i = line.index("-m")
+        return line[i + 1 : i + 2] == ["unrolled"]
     first = sys.argv[0] if sys.argv else ""
-    return first == "-m" or Path(first).name == "unrolled"
+    return Path(first).name == "unrolled"
 
 
 def install() -> None:
