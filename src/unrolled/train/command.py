@@ -183,8 +183,9 @@ class _Collate:
         return torch.stack(list(items)).to(self.dtype)
 
 
-def _folder(path: str, key: str, data: dict, **kwargs):
-    """An image folder whose every file was read once; its errors name ``key``."""
+def _folder(path: str, key: str, data: dict, shown: set[str], **kwargs):
+    """An image folder whose every file was read once; its errors name ``key``; the files
+    it leaves out (``--skip-bad-images``) are listed once (``shown``: lines printed)."""
     from .. import data as datasets
 
     try:
@@ -195,15 +196,12 @@ def _folder(path: str, key: str, data: dict, **kwargs):
             )
     except (OSError, ValueError) as err:
         raise ConfigError(f"{key}: {err}") from err
-    for w in skipped:  # the files left out, once (the evaluation set may be the same folder)
+    for w in skipped:  # the evaluation set may be the same folder: once is enough
         line = f"warning: {path}: " + str(w.message).replace("\n", "\n  ")
-        if line not in _shown:
-            _shown.add(line)
+        if line not in shown:
+            shown.add(line)
             _say_error(line)
     return folder
-
-
-_shown: set[str] = set()
 
 
 def _datasets(config: dict):
@@ -225,10 +223,11 @@ def _datasets(config: dict):
     else:
         # Every file is decoded once here, so a bad one is refused (or, asked to, left out)
         # at start-up rather than found in the middle of an epoch.
-        train = _folder(d["path"], "data.path", d, crop=size, channels=channels, seed=seed)
+        shown: set[str] = set()
+        train = _folder(d["path"], "data.path", d, shown, crop=size, channels=channels, seed=seed)
         key = "data.eval_path" if d["eval_path"] else "data.path"
         evals = _folder(
-            d["eval_path"] or d["path"], key, d, crop=size, channels=channels, train=False
+            d["eval_path"] or d["path"], key, d, shown, crop=size, channels=channels, train=False
         )
     if d["eval_images"] == 0:
         evals = None
@@ -447,6 +446,8 @@ def train(config: dict, *, resume: bool = False, device: torch.device | str = "c
                 if lock.message:
                     _say(lock.message)
                 _check_run_folder(config, resume)
+                if resume:
+                    _check_resumable(config)
                 atomic_write_bytes(dump_toml(config).encode(), out / "config.toml", "config")
                 low = check_free_space(
                     out, _checkpoint_bytes(trainer), 3 + config["train"]["keep_last"]
