@@ -147,6 +147,10 @@ def test_unrolled_train_nproc_2_equals_one_process_on_the_global_batch(tmp_path,
     # Only rank 0 wrote: one row per step (two writers would have doubled them).
     rows = (out / "train_log.jsonl").read_text().splitlines()
     assert [json.loads(r)["step"] for r in rows] == [1, 2, 3, 4, 5]
+    # ... and the evaluations did not wipe the training log (nor the other way round).
+    evals = (out / "eval_log.jsonl").read_text().splitlines()
+    assert [json.loads(r)["step"] for r in evals] == [e["step"] for e in ddp["history"]["eval"]]
+    assert len((out / "train_log.csv").read_text().splitlines()) == 1 + 5
 
 
 def test_measurement_noise_is_per_global_position():

@@ -60,7 +60,7 @@ def test_malicious_checkpoint_is_refused_everywhere(tmp_path, capsys):
     malicious_checkpoint(run / "latest.pt", marker)
     with pytest.warns(UserWarning, match="refused"):
         assert cli.main(["train", "--out", str(run), "--resume"]) == 2
-    assert "no usable checkpoint" in capsys.readouterr().out
+    assert "no usable checkpoint" in capsys.readouterr().err  # errors go to stderr
     assert not marker.exists()
 
 

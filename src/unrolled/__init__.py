@@ -1,7 +1,8 @@
 """unrolled: unrolled networks for imaging inverse problems with an O(1)-memory implicit
 backward for the least-squares data step."""
 
-from . import data, evaluation, linalg, models, physics, train, unfolded
+# _startup first: it must act before torch is imported (see that module).
+from . import _startup, data, evaluation, linalg, models, physics, train, unfolded  # noqa: F401
 from .fidelity import L2, SolveStats
 from .linalg import CG, SolveInfo, prox_l2
 from .saving import load, save

@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from . import _startup
+
 # sub-command -> (module, one-line help)
 COMMANDS = {
     "demo": (
@@ -41,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    _startup.uninstall()  # from here on each command handles SIGINT itself
     args = build_parser().parse_args(argv)
     return int(args._module.run(args) or 0)
 

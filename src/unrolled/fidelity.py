@@ -19,6 +19,8 @@ class SolveStats:
 
     ``forward_iterations`` / ``backward_iterations`` add up the mean (over the batch)
     iteration count of each solve; ``mean_forward`` and ``mean_backward`` are per solve.
+    ``samples`` counts the samples solved (a batch of ``B`` counts ``B`` per solve) and
+    ``unconverged`` those of them that stopped at ``max_iter``.
     """
 
     forward_solves: int = 0
@@ -26,17 +28,20 @@ class SolveStats:
     backward_solves: int = 0
     backward_iterations: float = 0.0
     unconverged: int = 0
+    samples: int = 0
     last: ProxInfo | None = field(default=None, repr=False)
 
     def add_forward(self, info: SolveInfo) -> None:
         self.forward_solves += 1
         self.forward_iterations += info.iterations.double().mean().item()
         self.unconverged += int((~info.converged).sum())
+        self.samples += info.converged.numel()
 
     def add_backward(self, info: SolveInfo) -> None:
         self.backward_solves += 1
         self.backward_iterations += info.iterations.double().mean().item()
         self.unconverged += int((~info.converged).sum())
+        self.samples += info.converged.numel()
 
     @property
     def mean_forward(self) -> float:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 __all__ = ["center_crop", "item_generator", "load_image", "pair", "random_crop"]
 
@@ -96,9 +96,28 @@ def load_image(path: str | os.PathLike[str], channels: int) -> torch.Tensor:
             # load() decodes every pixel now, so a truncated file fails here, with its name.
             im.load()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise OSError(f"cannot read image file {str(path)!r}: {err}") from err
+        raise OSError(f"cannot read image file {str(path)!r}: {_why(path, err)}") from err
     array = _to_array(im, channels, path)
     return torch.from_numpy(array)
+
+
+def _why(path: Path, err: BaseException) -> str:
+    """Pillow's reason, in the user's terms where it is a common one."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = None
+    if size == 0:
+        return "the file is empty (0 bytes)"
+    if isinstance(err, UnidentifiedImageError):
+        return (
+            f"not an image file ({size} bytes whose content is no image format Pillow knows, "
+            f"whatever its {path.suffix!r} name says)"
+        )
+    text = str(err)
+    if "truncated" in text.lower() or "broken data stream" in text.lower():
+        return f"the file is truncated or damaged ({text})"
+    return text
 
 
 def _to_array(im: Image.Image, channels: int, path: Path) -> np.ndarray:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ._common import check_channels, check_index, load_image
+from ._common import _check_fits, check_channels, check_index, load_image
 from ._cropped import CroppedImages
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageFolder"]
@@ -32,9 +32,11 @@ class ImageFolder(CroppedImages):
     ``crop=None`` images keep their own sizes, so batching needs them all to be equal.
 
     Unreadable files: by default files are only decoded when an item is read, and a file that
-    fails raises an ``OSError`` naming it. ``skip_unreadable=True`` instead decodes every file
-    once at construction (cost: one full read of the folder) and leaves out, with one warning
-    listing them, the files that fail; the remaining files are in :attr:`files`.
+    fails raises an ``OSError`` naming it. ``check_files=True`` decodes every file once at
+    construction (cost: one full read of the folder) and raises one ``ValueError`` listing
+    every file that cannot be read or is smaller than the crop; ``skip_unreadable=True``
+    instead leaves those files out, with one warning listing them; the remaining files are
+    in :attr:`files`.
     """
 
     def __init__(
@@ -45,6 +47,7 @@ class ImageFolder(CroppedImages):
         train: bool = True,
         skip_unreadable: bool = False,
         seed: int = 0,
+        check_files: bool = False,
     ) -> None:
         super().__init__(crop, random_crops=train, seed=seed)
         self.channels = check_channels(channels)
@@ -66,21 +69,30 @@ class ImageFolder(CroppedImages):
             raise FileNotFoundError(
                 f"no image files ({', '.join(IMAGE_EXTENSIONS)}) found under {str(self.root)!r}"
             )
-        if skip_unreadable:
-            files = self._readable(files)
+        if skip_unreadable or check_files:
+            files = self._readable(files, skip=skip_unreadable)
             if not files:
                 raise FileNotFoundError(f"no readable image files under {str(self.root)!r}")
         self.files: list[Path] = files
 
-    def _readable(self, files: list[Path]) -> list[Path]:
+    def _readable(self, files: list[Path], skip: bool) -> list[Path]:
         good, bad = [], []
         for f in files:
             try:
-                load_image(f, self.channels)
+                image = load_image(f, self.channels)
+                if self.crop is not None:
+                    _check_fits(image, self.crop, repr(str(f)))
             except (OSError, ValueError) as err:
                 bad.append(str(err))  # names the file
             else:
                 good.append(f)
+        if bad and not skip:
+            more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
+            raise ValueError(
+                f"{len(bad)} of {len(files)} image files under {str(self.root)!r} cannot be "
+                f"used: {'; '.join(bad[:3])}{more}; remove them, or skip them "
+                "(skip_unreadable=True, unrolled train --skip-bad-images)"
+            )
         if bad:
             warnings.warn(
                 f"ImageFolder skipped {len(bad)} unreadable file(s):\n" + "\n".join(bad),

@@ -4,12 +4,16 @@ from . import distributed
 from .checkpoint import (
     CHECKPOINT_VERSION,
     CheckpointError,
+    CheckpointMismatch,
     CheckpointWarning,
+    check_model_state,
     load_checkpoint,
     load_latest,
     numbered_checkpoints,
     save_checkpoint,
 )
+from .convergence import UnconvergedSolves, UnconvergedSolvesWarning, count_unconverged
+from .files import RunWriteError
 from .logs import RunLog, tensorboard_writer
 from .memory import (
     MemoryReport,
@@ -22,6 +26,8 @@ from .memory import (
 )
 from .metrics import mse, psnr
 from .plots import plot_losses, plot_reconstructions
+from .preflight import check_free_space, machine_memory
+from .runlock import RunLock, RunLockedError
 from .seeding import derive_seed, epoch_batches, make_loader, rng_state, seeded_noise, set_rng_state
 from .signals import StopSignals, TrainingInterrupted
 from .timer import Timer, median
@@ -30,16 +36,25 @@ from .trainer import Trainer, first_tensor
 __all__ = [
     "CHECKPOINT_VERSION",
     "CheckpointError",
+    "CheckpointMismatch",
     "CheckpointWarning",
     "MemoryReport",
     "PeakMemoryMeter",
     "RSSReport",
+    "RunLock",
+    "RunLockedError",
     "RunLog",
+    "RunWriteError",
     "SavedTensorMeter",
     "StopSignals",
     "Timer",
     "Trainer",
     "TrainingInterrupted",
+    "UnconvergedSolves",
+    "UnconvergedSolvesWarning",
+    "check_free_space",
+    "check_model_state",
+    "count_unconverged",
     "cuda_peak",
     "derive_seed",
     "distributed",
@@ -47,6 +62,7 @@ __all__ = [
     "first_tensor",
     "load_checkpoint",
     "load_latest",
+    "machine_memory",
     "make_loader",
     "median",
     "mse",

@@ -15,20 +15,27 @@ files) when ``latest.pt`` turns out to be truncated or corrupt.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import pickle
 import re
 import tempfile
 import warnings
+import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .files import atomic_write_bytes, fsync_dir
+
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
     "CheckpointError",
+    "CheckpointMismatch",
+    "check_model_state",
     "save_checkpoint",
     "load_checkpoint",
     "numbered_checkpoints",
@@ -51,41 +58,25 @@ class CheckpointError(RuntimeError):
     """A checkpoint file that cannot be used: unreadable, truncated, unsafe or foreign."""
 
 
+class CheckpointMismatch(CheckpointError, ValueError):
+    """A readable checkpoint that does not fit: another seed, a tensor of another shape,
+    missing or extra tensors, or non-finite weights."""
+
+
 class CheckpointWarning(UserWarning):
     """A checkpoint was unusable and an older one is used instead."""
 
 
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable; not possible on every platform/filesystem.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save(obj, path)`` through a temporary file, fsync and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-    return path
+    """``torch.save(obj, path)`` through a temporary file, fsync and ``os.replace``.
+
+    The object is serialised in memory first and written with plain file I/O: torch's
+    own writer reports a full disk as an internal assertion, while ``write`` gives the
+    errno, which :class:`~unrolled.train.files.RunWriteError` turns into words.
+    """
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return atomic_write_bytes(buffer.getbuffer(), path, "checkpoint")
 
 
 def numbered_checkpoints(folder: str | os.PathLike) -> list[Path]:
@@ -138,7 +129,7 @@ def _link_atomically(source: Path, target: Path) -> bool:
         # leaves the source name; a writer racing us could have made that happen.
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
     return True
 
 
@@ -158,6 +149,8 @@ def _keep_previous(folder: Path) -> None:
                 os.fsync(f.fileno())
             os.replace(tmp, atomic_copy)
         except OSError:
+            # No room for the copy: latest.pt itself is still there, and it is only
+            # replaced below if the new checkpoint is written completely.
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
 
@@ -171,6 +164,10 @@ def save_checkpoint(
     ``state`` gets the ``format`` and ``version`` keys added. The file ``latest.pt``
     named before the call stays as ``folder/previous.pt``. Returns the path of
     ``latest.pt``.
+
+    Raises:
+        RunWriteError: the file could not be written (full disk, permission); the message
+            names it and the reason. ``latest.pt`` is then the previous checkpoint, whole.
     """
     if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 0:
         raise ValueError(f"keep_last: expected an integer >= 0, got {keep_last!r}")
@@ -203,20 +200,27 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path}: no such file")
+    _check_integrity(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         # torch's message is long and styled; the name of the offending global says it all.
+        # Only a reference to code is "unsafe": any other unpickling failure is damage.
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
-        what = f"it would call {found.group(1)}" if found else str(err).splitlines()[0]
+        if found is None:
+            raise CheckpointError(
+                f"checkpoint {path}: damaged, its data cannot be decoded "
+                f"({str(err).splitlines()[0]})"
+            ) from err
         raise CheckpointError(
             f"checkpoint {path}: refused, it holds objects that need arbitrary code to "
-            f"load ({what}); only tensors and plain types are accepted"
+            f"load (it would call {found.group(1)}); only tensors and plain types are accepted"
         ) from err
     except Exception as err:  # torch raises RuntimeError/EOFError/... on damaged files
+        first = str(err).splitlines()[0] if str(err) else ""
         raise CheckpointError(
-            f"checkpoint {path}: cannot be read, the file is truncated or corrupt "
-            f"({type(err).__name__}: {err})"
+            f"checkpoint {path}: damaged, the file is truncated or corrupt "
+            f"({type(err).__name__}: {first})"
         ) from err
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
@@ -232,6 +236,72 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     if missing:
         raise CheckpointError(f"checkpoint {path}: missing keys {missing}")
     return state
+
+
+def _check_integrity(path: Path) -> None:
+    """Refuse a file whose bytes changed since it was written.
+
+    A checkpoint is a zip archive whose members carry a CRC-32 each, but ``torch.load``
+    does not verify them: a flipped byte in a tensor would load as a wrong weight. The
+    zip module checks every member (one extra read of the file).
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except zipfile.BadZipFile:
+        return  # not a zip archive (or its directory is gone): torch.load says which
+    except (OSError, EOFError, RuntimeError, ValueError) as err:
+        raise CheckpointError(
+            f"checkpoint {path}: damaged, the file cannot be read ({type(err).__name__}: {err})"
+        ) from err
+    if bad is not None:
+        raise CheckpointError(
+            f"checkpoint {path}: damaged, its member {bad!r} fails its checksum (the file "
+            "changed after it was written)"
+        )
+
+
+def check_model_state(
+    expected: Mapping[str, torch.Tensor], found: Mapping[str, Any], path: str | os.PathLike
+) -> None:
+    """Check that the ``found`` weights (a checkpoint's ``"model"``) fit a model whose own
+    state dict is ``expected``, before loading them.
+
+    Raises:
+        CheckpointMismatch: naming the tensor and both shapes, the missing or extra
+            tensors, or a tensor holding NaN or infinite values.
+    """
+    if not isinstance(found, Mapping):
+        raise CheckpointMismatch(
+            f"checkpoint {path}: model: expected a dict of tensors, got {type(found).__name__}"
+        )
+    missing = [k for k in expected if k not in found]
+    extra = [k for k in found if k not in expected]
+    if missing or extra:
+        raise CheckpointMismatch(
+            f"checkpoint {path}: does not fit this model (missing tensors {missing[:5]}, "
+            f"unexpected tensors {extra[:5]}); was it written with another configuration?"
+        )
+    for name, mine in expected.items():
+        theirs = found[name]
+        if not isinstance(theirs, torch.Tensor):
+            raise CheckpointMismatch(
+                f"checkpoint {path}: tensor {name!r}: expected a tensor, got "
+                f"{type(theirs).__name__}"
+            )
+        if tuple(theirs.shape) != tuple(mine.shape):
+            raise CheckpointMismatch(
+                f"checkpoint {path}: tensor {name!r} has shape {tuple(theirs.shape)}, the "
+                f"model's has shape {tuple(mine.shape)}"
+            )
+        if (theirs.is_floating_point() or theirs.is_complex()) and not bool(
+            torch.isfinite(theirs).all()
+        ):
+            bad = int((~torch.isfinite(theirs)).sum())
+            raise CheckpointMismatch(
+                f"checkpoint {path}: tensor {name!r} holds {bad} NaN or infinite value(s) "
+                f"of {theirs.numel()}; the file is damaged or the run had diverged"
+            )
 
 
 def load_latest(folder: str | os.PathLike, map_location: Any = "cpu") -> tuple[dict, Path] | None:

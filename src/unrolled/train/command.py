@@ -11,22 +11,33 @@ Examples::
 Values are taken from the defaults, then the config file, then the flags (``--set
 section.key=value`` reaches every key). The effective configuration is written to
 ``<out>/config.toml``; ``--resume`` refuses a configuration that differs from it in a key
-that changes the steps already taken. Exit status: 0 done, 2 bad configuration or
-checkpoint, ``128 + signal`` when stopped by SIGINT / SIGTERM (a checkpoint is written
-first).
+that changes the steps already taken.
+
+One run per folder: a second ``unrolled train`` on the same ``--out`` stops at once,
+naming the process that holds it. Solves that stop at ``solver.max_iter`` are counted
+and reported once per epoch (``--on-failure raise``: the run stops at the first).
+
+Exit status: 0 done; 1 stopped by a non-finite loss or (``--on-failure raise``) an
+unconverged solve, the last good state saved; 2 bad configuration, data or checkpoint,
+a folder in use, a size this machine cannot hold, or a file that cannot be written (the
+message names it and why); ``128 + signal`` when stopped by SIGINT / SIGTERM (a
+checkpoint is written first once training has started).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..linalg.cg import NonConvergenceError
 from ..physics.spec import blur_spec, physics_from_spec
 from . import distributed
 from .checkpoint import LATEST, PREVIOUS, CheckpointError, numbered_checkpoints
@@ -43,7 +54,10 @@ from .config import (
     set_key,
     validate_config,
 )
+from .files import RunWriteError, atomic_write_bytes
+from .preflight import StepMemory, check_free_space, format_bytes, machine_memory
 from .pretrain import pretrain_denoiser
+from .runlock import RunLock, RunLockedError
 from .signals import TrainingInterrupted
 
 __all__ = ["add_arguments", "build_experiment", "resolve_config", "run", "train"]
@@ -83,6 +97,7 @@ FLAGS = {
     "--max-steps": "train.max_steps",
     "--checkpoint-every": "train.checkpoint_every",
     "--nonfinite": "train.nonfinite",
+    "--on-failure": "solver.on_failure",
 }
 
 
@@ -120,6 +135,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "good checkpoint used)",
     )
     parser.add_argument(
+        "--skip-bad-images",
+        action="store_true",
+        help="data.skip_bad_images: leave out image files that cannot be read or are smaller "
+        "than the crop, listing them in a warning (default: refuse the folder, naming them)",
+    )
+    parser.add_argument(
         "--print-config", action="store_true", help="print the effective config as TOML and exit"
     )
 
@@ -146,6 +167,8 @@ def resolve_config(args: argparse.Namespace) -> dict:
         if not sep:
             raise ConfigError(f"--set: expected SECTION.KEY=VALUE, got {item!r}")
         set_key(config, dotted.strip(), _flag_value(dotted.strip(), text.strip()))
+    if getattr(args, "skip_bad_images", False):
+        set_key(config, "data.skip_bad_images", True)
     return validate_config(config)
 
 
@@ -161,6 +184,27 @@ class _Collate:
 
     def __call__(self, items):
         return torch.stack(list(items)).to(self.dtype)
+
+
+def _folder(path: str, key: str, data: dict, shown: set[str], **kwargs):
+    """An image folder whose every file was read once; its errors name ``key``; the files
+    it leaves out (``--skip-bad-images``) are listed once (``shown``: lines printed)."""
+    from .. import data as datasets
+
+    try:
+        with warnings.catch_warnings(record=True) as skipped:
+            warnings.simplefilter("always")
+            folder = datasets.ImageFolder(
+                path, check_files=True, skip_unreadable=data["skip_bad_images"], **kwargs
+            )
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{key}: {err}") from err
+    for w in skipped:  # the evaluation set may be the same folder: once is enough
+        line = f"warning: {path}: " + str(w.message).replace("\n", "\n  ")
+        if line not in shown:
+            shown.add(line)
+            _say_error(line)
+    return folder
 
 
 def _datasets(config: dict):
@@ -192,9 +236,13 @@ def _datasets(config: dict):
             seed=seed + 1,
         )
     else:
-        train = datasets.ImageFolder(d["path"], crop=size, channels=channels, seed=seed)
-        evals = datasets.ImageFolder(
-            d["eval_path"] or d["path"], crop=size, channels=channels, train=False
+        # Every file is decoded once here, so a bad one is refused (or, asked to, left out)
+        # at start-up rather than found in the middle of an epoch.
+        shown: set[str] = set()
+        train = _folder(d["path"], "data.path", d, shown, crop=size, channels=channels, seed=seed)
+        key = "data.eval_path" if d["eval_path"] else "data.path"
+        evals = _folder(
+            d["eval_path"] or d["path"], key, d, shown, crop=size, channels=channels, train=False
         )
     if d["eval_images"] == 0:
         evals = None
@@ -233,7 +281,8 @@ def build_experiment(config: dict, device: torch.device | str = "cpu") -> dict:
     solver = ur.CG(
         max_iter=s["max_iter"],
         tol=s["tol"],
-        on_failure=s["on_failure"],
+        # 'warn' is the trainer's count once per epoch, not a warning per solve.
+        on_failure="raise" if s["on_failure"] == "raise" else "ignore",
         preconditioner=None if s["preconditioner"] == "none" else "auto",
     )
     fidelity = ur.L2(solver=solver, backward=s["backward"])
@@ -345,12 +394,69 @@ def _diff(a: dict, b: dict):
             yield "", name, value, b[name]
 
 
+def _step_memory(config: dict) -> StepMemory:
+    """What one training step of ``config`` holds at least (see :mod:`.preflight`)."""
+    m, d = config["model"], config["data"]
+    c, f = d["channels"], m["features"]
+    if m["denoiser"] == "dncnn":
+        maps = m["depth"] - 1
+        weights = 9 * (c * f + (m["depth"] - 2) * f * f + f * c)
+    else:  # UNet: two full-resolution convolutions at least, wider ones below
+        maps = 2
+        weights = sum(2 * 9 * (f * 2**level) ** 2 for level in range(m["levels"]))
+    copies = 1 if m["share_denoiser"] else m["layers"]
+    return StepMemory(
+        batch=config["train"]["batch_size"],
+        channels=c,
+        height=d["size"],
+        width=d["size"],
+        layers=m["layers"],
+        feature_maps=maps,
+        features=f,
+        dtype_bytes=8 if config["train"]["dtype"] == "float64" else 4,
+        parameters=weights * copies + 4 * m["layers"],
+        checkpoint_layers=m["checkpoint_layers"],
+    )
+
+
+def _check_memory(config: dict) -> None:
+    """Refuse, before anything is allocated, a run whose steps cannot fit in memory."""
+    device = config["device"]
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    have = machine_memory(device)
+    if have is None:
+        return
+    step = _step_memory(config)
+    # Processes on one CPU share its memory; on GPUs each has its own device.
+    need = step.total * (config["nproc"] if torch.device(device).type == "cpu" else 1)
+    if need > have:
+        d, m, t = config["data"], config["model"], config["train"]
+        raise ConfigError(
+            f"data.size={d['size']}, train.batch_size={t['batch_size']}, "
+            f"model.layers={m['layers']}, model.features={m['features']}: one training step "
+            f"needs at least {format_bytes(need)} ({step.describe()}), more than the "
+            f"{format_bytes(have)} of memory on {device}; lower one of them (or set "
+            "model.checkpoint_layers = true)"
+        )
+
+
+def _checkpoint_bytes(trainer) -> int:
+    """About what one checkpoint of ``trainer`` takes: its weights and Adam's two moments."""
+    weights = sum(t.numel() * t.element_size() for t in trainer.module.state_dict().values())
+    return 3 * weights + (1 << 16)  # plus the history, the RNG state, the zip's frame
+
+
 def train(config: dict, *, resume: bool = False, device: torch.device | str = "cpu") -> int:
     """Build the experiment of ``config`` and fit it; the exit status of the command."""
     from .trainer import Trainer
 
-    parts = build_experiment(config, device)
     out = Path(config["out"]).resolve()
+    try:
+        parts = build_experiment(config, device)
+    except ConfigError as err:
+        _say_error(err)
+        return 2
     steps = config["train"]["pretrain_steps"]
     if steps and not resume:
         # Before the Trainer, whose DDP wrapper then gives every process rank 0's weights.
@@ -374,32 +480,71 @@ def train(config: dict, *, resume: bool = False, device: torch.device | str = "c
         eval_callbacks=[_KeepBest(config, out / BEST_MODEL)],
         **parts["trainer_kwargs"],
     )
-    if trainer.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.toml").write_text(dump_toml(config), encoding="utf-8")
-    where = "resuming" if resume else "writing"
-    _say(
-        f"{where} in {out} (latest.pt, train_log.csv/.jsonl, eval_log.csv/.jsonl, loss.png, "
-        f"reconstructions.png) on {trainer.world_size} process(es), device {trainer.device}"
+    policy = config["solver"]["on_failure"]
+    # The count of unconverged solves: one line per epoch ('warn'), or none ('ignore').
+    trainer.unconverged.report = (
+        _ignore if policy == "ignore" else (lambda line: _say_error(f"warning: {line}"))
     )
-    try:
-        history = trainer.fit(resume="latest" if resume else None)
-    except CheckpointError as err:
-        _say(f"{err}")
-        return 2
-    except TrainingInterrupted as stop:
-        _say(f"{stop}; continue with the same command and --resume")
-        return stop.exit_code
-    except FloatingPointError as err:
-        _say(f"stopped: {err}; the last good state is in {out / 'latest.pt'}")
-        return 1
-    if trainer.is_main:
-        _save_model(trainer, config, out / LAST_MODEL)
-    summary = f"done: {trainer.step} steps; models {out / BEST_MODEL}, {out / LAST_MODEL}"
+    with contextlib.ExitStack() as stack:
+        try:
+            if trainer.is_main:
+                # Held already by `unrolled train` (re-entrant); under torchrun rank 0 takes
+                # it here, for the whole run.
+                lock = stack.enter_context(RunLock(out))
+                if lock.message:
+                    _say(lock.message)
+                _check_run_folder(config, resume)
+                if resume:
+                    _check_resumable(config)
+                atomic_write_bytes(dump_toml(config).encode(), out / "config.toml", "config")
+                low = check_free_space(
+                    out, _checkpoint_bytes(trainer), 3 + config["train"]["keep_last"]
+                )
+                if low:
+                    _say_error(f"warning: {low}")
+            where = "resuming" if resume else "writing"
+            _say(
+                f"{where} in {out} (latest.pt, train_log.csv/.jsonl, eval_log.csv/.jsonl, "
+                f"loss.png, reconstructions.png) on {trainer.world_size} process(es), "
+                f"device {trainer.device}"
+            )
+            history = trainer.fit(resume="latest" if resume else None)
+            if trainer.is_main:
+                _save_model(trainer, config, out / LAST_MODEL)
+        except (ConfigError, CheckpointError, RunLockedError) as err:
+            _say_error(err)
+            return 2
+        except RunWriteError as err:
+            _say_error(
+                f"{err}; the last good checkpoint and the logs up to it are in {out} (free "
+                "some space or fix the permission, then continue with --resume)"
+            )
+            return 2
+        except TrainingInterrupted as stop:
+            _say(f"{stop}; continue with the same command and --resume")
+            return stop.exit_code
+        except (FloatingPointError, NonConvergenceError) as err:
+            hint = (
+                " (solver.on_failure = 'raise'; raise solver.max_iter, or --on-failure warn)"
+                if isinstance(err, NonConvergenceError)
+                else ""
+            )
+            _say(f"stopped: {err}{hint}; the last good state is in {out / 'latest.pt'}")
+            return 1
+    summary = f"done: {trainer.step} steps; {trainer.unconverged.summary()}"
     if history["eval"]:
         summary += "\n" + eval_summary(history["eval"][-1])
-    _say(f"{summary}\ncheckpoint {out / 'latest.pt'}")
+    _say(f"{summary}\nmodels {out / BEST_MODEL}, {out / LAST_MODEL}; checkpoint {out / LATEST}")
     return 0
+
+
+def _ignore(line: str) -> None:
+    pass
+
+
+def _say_error(err: object) -> None:
+    if distributed.rank() == 0:
+        print(f"unrolled train: {err}", file=sys.stderr, flush=True)
 
 
 #: the model files ``unrolled train`` writes (``unrolled.load`` reads them)
@@ -472,23 +617,64 @@ def _worker(config: dict, resume: bool) -> int:
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``unrolled train``."""
     try:
+        return _run(args)
+    except KeyboardInterrupt:
+        # Before training starts there is nothing to save: say so in a line, no traceback.
+        print(
+            "unrolled train: stopped by SIGINT during start-up, before the first training "
+            "step; no checkpoint was written: run the same command again to start",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
         config = resolve_config(args)
         if args.print_config:
             print(dump_toml(config), end="")
             return 0
-        _check_run_folder(config, args.resume)
-        if args.resume:
-            _check_resumable(config)
+        _check_memory(config)
     except (ConfigError, CheckpointError) as err:
-        print(f"unrolled train: {err}", file=sys.stderr)
+        _say_error(err)
         return 2
-    nproc = config["nproc"]
     if "WORLD_SIZE" in os.environ:  # started by torchrun (or by launch below)
         return _worker(config, args.resume)
-    if nproc > 1:
-        _say(f"starting {nproc} processes on this machine (torch.distributed)")
-        return distributed.launch(_worker, nproc, config, args.resume)
-    return _worker(config, args.resume)
+    # One writer per run folder: the lock is taken before the folder is looked at and
+    # held until every process of the run has ended.
+    try:
+        lock = RunLock(config["out"]).acquire()
+    except (RunLockedError, RunWriteError) as err:
+        _say_error(err)
+        return 2
+    try:
+        if lock.message:
+            _say(lock.message)
+        try:
+            _check_run_folder(config, args.resume)
+            if args.resume:
+                _check_resumable(config)
+        except (ConfigError, CheckpointError) as err:
+            _say_error(err)
+            return 2
+        nproc = config["nproc"]
+        if nproc > 1:
+            _say(f"starting {nproc} processes on this machine (torch.distributed)")
+            # The workers learn from their environment that this process holds the lock.
+            saved = {k: os.environ.get(k) for k in lock.environment()}
+            os.environ.update(lock.environment())
+            try:
+                return distributed.launch(_worker, nproc, config, args.resume)
+            finally:
+                for k, v in saved.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
+        return _worker(config, args.resume)
+    finally:
+        lock.release()
 
 
 def _check_resumable(config: dict) -> None:

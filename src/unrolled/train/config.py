@@ -84,9 +84,16 @@ def _str_list(v: Any) -> bool:
 
 
 SCALAR_NAMES = ("stepsize", "sigma", "beta", "relaxation")
+#: the largest seed: torch's generators take 64-bit seeds, and derived seeds add to it
+MAX_SEED = 2**63 - 1
 
 SCHEMA: dict[str, dict[str, Key] | Key] = {
-    "seed": Key(0, "an integer >= 0", _int(0), help="the one seed of the run"),
+    "seed": Key(
+        0,
+        "an integer in [0, 2**63 - 1]",
+        lambda v: _int(0)(v) and v <= MAX_SEED,
+        help="the one seed of the run",
+    ),
     "device": Key(
         "auto",
         "'auto', 'cpu', 'cuda' or 'cuda:N'",
@@ -138,9 +145,10 @@ SCHEMA: dict[str, dict[str, Key] | Key] = {
         "backward": choice("implicit", ("implicit", "unroll", "checkpoint")),
         "preconditioner": choice("none", ("none", "auto")),
         "on_failure": choice(
-            "ignore",
+            "warn",
             ("warn", "raise", "ignore"),
-            "an unconverged solve; the log's cg_unconverged column counts them anyway",
+            "solves stopped at max_iter: 'warn' prints their count once per epoch, 'raise' "
+            "stops the run at the first; the log's cg_unconverged column counts them anyway",
         ),
     },
     "data": {
@@ -164,6 +172,9 @@ SCHEMA: dict[str, dict[str, Key] | Key] = {
         "train_images": Key(64, "an integer >= 1", _int(1)),
         "eval_images": Key(8, "an integer >= 0 (0: no evaluation)", _int(0)),
         "num_workers": Key(0, "an integer >= 0", _int(0)),
+        "skip_bad_images": _bool(
+            False, "leave out unreadable or too small image files (listed in a warning)"
+        ),
     },
     "train": {
         "epochs": Key(2, "an integer >= 1", _int(1)),
@@ -206,6 +217,7 @@ RESUME_MAY_CHANGE = {
     "train.eval_every",
     "train.keep_last",
     "train.checkpoint_every",
+    "solver.on_failure",
     "data.num_workers",
     "device",
     "out",

@@ -6,6 +6,7 @@ the user's own matplotlib backend is left alone).
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from torch import Tensor
 
+from .files import atomic_write_bytes
 from .metrics import psnr
 
 __all__ = ["plot_losses", "plot_reconstructions"]
@@ -28,10 +30,12 @@ def _figure(width: float, height: float):
 
 
 def _save(fig, path: str | os.PathLike) -> Path:
+    """Render to memory, then write atomically: a full disk leaves the old figure (or
+    none) and a :class:`~unrolled.train.files.RunWriteError` naming the file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return atomic_write_bytes(buffer.getbuffer(), path, "figure")
 
 
 def plot_losses(

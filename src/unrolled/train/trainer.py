@@ -53,19 +53,24 @@ from torch import Tensor, nn
 
 from ..evaluation import Baseline, determined_region, fit_baselines, image_scores
 from ..fidelity import SolveStats
+from ..linalg.cg import NonConvergenceError
 from ..physics.base import Physics
 from . import distributed
 from .checkpoint import (
     LATEST,
+    CheckpointMismatch,
+    check_model_state,
     load_checkpoint,
     load_latest,
     remove_stale_temporaries,
     save_checkpoint,
 )
-from .logs import RunLog, tensorboard_writer
+from .convergence import UnconvergedSolves
+from .logs import RunLog, logged, tensorboard_writer
 from .memory import PeakMemoryMeter, SavedTensorMeter
 from .metrics import mse
 from .plots import plot_losses, plot_reconstructions
+from .runlock import RunLock
 from .seeding import (
     STREAM_BASELINE_NOISE,
     STREAM_EVAL_NOISE,
@@ -180,15 +185,21 @@ class Trainer:
     (1-based, in all), ``epoch`` (0-based), ``iteration`` (1-based, within the epoch),
     ``loss``, ``time_s`` (the step: measurement, forward, backward, update),
     ``data_time_s``, ``lr``; ``cg_forward`` / ``cg_backward`` (mean CG iterations per
-    solve in the step) and ``cg_unconverged`` (samples that stopped at ``max_iter``,
-    forward and backward solves together) when the model holds fidelities with a
-    ``stats`` attribute (:class:`unrolled.SolveStats`); ``peak_bytes`` and
-    ``saved_peak_bytes`` on measured steps; ``skipped`` on skipped steps. Evaluation
-    records (``history["eval"]``) have ``step``, ``epoch`` (epochs done), ``psnr`` (whole
-    image), ``psnr_determined`` (the region the measurement determines), ``ssim``, the same
-    three of the best classical baseline (``psnr_baseline``, ``psnr_determined_baseline``,
-    ``ssim_baseline``, and its name in ``baseline``; see ``baselines``) and ``n``; the first
-    is made before training.
+    solve in the step), ``cg_unconverged`` (samples that stopped at ``max_iter``,
+    forward and backward solves together) and ``cg_solves`` (samples solved) when the
+    model holds fidelities with a ``stats`` attribute (:class:`unrolled.SolveStats`);
+    ``peak_bytes`` and ``saved_peak_bytes`` on measured steps; ``skipped`` on skipped
+    steps. Evaluation records (``history["eval"]``) have ``step``, ``epoch`` (epochs
+    done), ``psnr`` (whole image), ``psnr_determined`` (the region the measurement
+    determines), ``ssim``, the same three of the best classical baseline
+    (``psnr_baseline``, ``psnr_determined_baseline``, ``ssim_baseline``, and its name in
+    ``baseline``; see ``baselines``) and ``n``; the first is made before training.
+
+    Unconverged solves are counted in :attr:`unconverged` (an
+    :class:`~unrolled.train.UnconvergedSolves`) and reported once per epoch, with the
+    count, as an :class:`~unrolled.train.UnconvergedSolvesWarning` (or through
+    ``trainer.unconverged.report``). With ``out_dir``, :meth:`fit` holds the folder's
+    :class:`~unrolled.train.RunLock`: one writer per run folder.
     """
 
     def __init__(
@@ -340,6 +351,8 @@ class Trainer:
             for m in self.module.modules()
             if isinstance(getattr(m, "stats", None), SolveStats)
         ]
+        #: CG solves of the run that stopped at max_iter (one warning per epoch)
+        self.unconverged = UnconvergedSolves()
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -438,7 +451,7 @@ class Trainer:
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("seed", self.seed) != self.seed:
-            raise ValueError(
+            raise CheckpointMismatch(
                 f"seed: the checkpoint was written with seed={state['seed']}, this trainer has "
                 f"seed={self.seed}; resuming would not reproduce the run"
             )
@@ -457,6 +470,8 @@ class Trainer:
         }
         set_rng_state(state["rng"])
         self._saved_at = (self.epoch, self.iteration, self.step)
+        self.unconverged.reset()
+        self.unconverged.add(self.history["train"])
 
     def save_checkpoint(self) -> Path | None:
         """Write ``out_dir/latest.pt`` (and a numbered copy with ``keep_last``)."""
@@ -694,16 +709,18 @@ class Trainer:
                     sum(s.backward_iterations for s in self._stats),
                     sum(s.backward_solves for s in self._stats),
                     sum(s.unconverged for s in self._stats),
+                    sum(s.samples for s in self._stats),
                 ],
                 dtype=torch.float64,
                 device=self.device,
             )
-            fwd_its, fwd_solves, bwd_its, bwd_solves, unconverged = distributed.all_reduce_sum(
-                counts
-            ).tolist()
+            fwd_its, fwd_solves, bwd_its, bwd_solves, unconverged, samples = (
+                distributed.all_reduce_sum(counts).tolist()
+            )
             record["cg_forward"] = fwd_its / fwd_solves if fwd_solves else 0.0
             record["cg_backward"] = bwd_its / bwd_solves if bwd_solves else 0.0
             record["cg_unconverged"] = int(unconverged)
+            record["cg_solves"] = int(samples)
         return record
 
     def _gradients_finite(self) -> bool:
@@ -734,8 +751,22 @@ class Trainer:
             TrainingInterrupted: SIGINT or SIGTERM arrived; the checkpoint was written.
             FloatingPointError: a non-finite loss or gradient with ``nonfinite="raise"``;
                 the last good state was written as a checkpoint.
+            NonConvergenceError: a CG solve stopped at ``max_iter`` with the solver's
+                ``on_failure="raise"``; the last good state was written as a checkpoint.
+            RunLockedError: another process is writing in ``out_dir``.
+            RunWriteError: a checkpoint, log or figure could not be written (full disk,
+                permission); the message names the file. The last good checkpoint and
+                the logs up to it are intact.
         """
         _check_int("max_steps", max_steps, 0, allow_none=True)
+        # One writer per run folder, for the whole call (see unrolled.train.runlock).
+        locking = self.out_dir is not None and self.is_main
+        with RunLock(self.out_dir) if locking else contextlib.nullcontext() as lock:
+            if lock is not None and lock.message:
+                warnings.warn(lock.message, RuntimeWarning, stacklevel=2)
+            return self._fit(resume, max_steps)
+
+    def _fit(self, resume, max_steps: int | None) -> dict[str, list[dict]]:
         max_steps = self.max_steps if max_steps is None else max_steps
         if resume is not None:
             state = self._read_resume(resume)
@@ -746,7 +777,13 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             remove_stale_temporaries(self.out_dir)  # what a killed run left half-written
             self._log = RunLog(self.out_dir)
-            self._log.reset(self.history)
+            # Fresh: empty files. Resumed: cut back to the checkpoint's steps.
+            self._log.reset(
+                {
+                    "train": logged(self.history["train"], self.log_every),
+                    "eval": self.history["eval"],
+                }
+            )
             self._tb = tensorboard_writer(self.out_dir / "tensorboard", self.tensorboard)
         elif self.tensorboard is True:
             tensorboard_writer(".", True)  # fail early if it is required and missing
@@ -754,7 +791,7 @@ class Trainer:
             with StopSignals(self.handle_signals) as signals:
                 self._signals = signals
                 self._loop(max_steps)
-        except FloatingPointError:
+        except (FloatingPointError, NonConvergenceError):
             # The parameters are those after the last good step: keep them.
             if writing and self._saved_at != (self.epoch, self.iteration, self.step):
                 self.save_checkpoint()
@@ -780,9 +817,15 @@ class Trainer:
                 if resume == "auto":
                     return None
                 raise FileNotFoundError(f"resume='latest': no checkpoint in {self.out_dir}")
-            return found[0]
-        path = self.resolve_resume(resume)
-        return load_checkpoint(path) if path is not None else None
+            state, path = found
+        else:
+            path = self.resolve_resume(resume)
+            if path is None:
+                return None
+            state = load_checkpoint(path)
+        # Named errors before load_state_dict's (tensor, both shapes; NaN weights).
+        check_model_state(self.module.state_dict(), state["model"], path)
+        return state
 
     def _stop_requested(self) -> int | None:
         """The signal that asks every process to stop (agreed over processes), or None."""
@@ -848,6 +891,7 @@ class Trainer:
                         "data_time_s": data_timer.seconds,
                     }
                     self.history["train"].append(record)
+                    self.unconverged.add(record)
                     if self.step % self.log_every == 0:
                         self._write("train", record)
                         bar.set_postfix(loss=f"{record['loss']:.4g}")
@@ -867,6 +911,8 @@ class Trainer:
                         RuntimeWarning,
                         stacklevel=2,
                     )
+                # One warning line per epoch, with the count (from the main process only).
+                self.unconverged.end_epoch(epoch, warn=self.is_main)
                 self.epoch += 1
                 self.iteration = 0
                 if self.eval_data is not None and (

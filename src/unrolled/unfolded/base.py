@@ -149,10 +149,18 @@ class Unfolded(nn.Module):
                 f"physics: expected a LinearOperator (e.g. unrolled.physics.Blur), "
                 f"got {type(physics).__name__}"
             )
+        if x0 is not None and not isinstance(x0, Tensor):
+            raise ValueError(f"x0: expected a torch.Tensor or None, got {type(x0).__name__}")
+        # Checked here, where the caller's names are known: inside, a NaN in y reaches the
+        # data step as its point z, and the message would name the wrong argument.
+        with torch.no_grad():
+            bad = [name for name, t in (("y", y), ("x0", x0)) if t is not None]
+            flags = torch.stack([~torch.isfinite(t).all() for t in (y, x0) if t is not None])
+            bad = [name for name, flag in zip(bad, flags.tolist(), strict=True) if flag]
+        if bad:
+            raise ValueError(f"{bad[0]}: expected finite values, got NaN or Inf")
         if x0 is None:
             x0 = initial_estimate(physics, y, self.init)
-        elif not isinstance(x0, Tensor):
-            raise ValueError(f"x0: expected a torch.Tensor or None, got {type(x0).__name__}")
         state = self.init_state(x0)
         # Per-layer values are computed once, outside the (possibly checkpointed) layers,
         # so the parametrisation's graph is shared and not recomputed.
@@ -160,12 +168,23 @@ class Unfolded(nn.Module):
         use_checkpoint = self.checkpoint_layers and torch.is_grad_enabled()
         for k in range(self.layers):
             layer_values = {name: v[k] for name, v in values.items()}
-            if use_checkpoint:
-                state = checkpoint(
-                    self._run_layer, k, physics, y, layer_values, *state, use_reentrant=False
-                )
-            else:
-                state = self.layer(k, state, y, physics, layer_values)
+            try:
+                if use_checkpoint:
+                    state = checkpoint(
+                        self._run_layer, k, physics, y, layer_values, *state, use_reentrant=False
+                    )
+                else:
+                    state = self.layer(k, state, y, physics, layer_values)
+            except ValueError as err:
+                # Finite inputs, non-finite iterate: the iteration diverged, which is not
+                # a bad argument of the caller's; say so instead of naming an inner one.
+                if all(bool(torch.isfinite(t.detach()).all()) for t in state):
+                    raise
+                raise FloatingPointError(
+                    f"{type(self).__name__}: the iterate became NaN or infinite before layer "
+                    f"{k + 1} of {self.layers} (inputs finite): the layers diverge; use fewer "
+                    "layers or smaller step sizes"
+                ) from err
         return self.estimate(state)
 
     def _run_layer(self, k, physics, y, values, *state):
