@@ -32,6 +32,7 @@ TINY = [
     "--img-size", "16", "--num-images", "8", "--num-eval", "4", "--batch-size", "4",
     "--epochs", "1", "--depth", "3", "--features", "8", "--layers", "2",
     "--blur-sigma", "1.0", "--data", "deadleaves", "--threads", "1", "--no-progress",
+    "--eval-size", "24",
 ]  # fmt: skip
 
 
@@ -91,8 +92,10 @@ def test_cli_report_fields(cli_run):
         # unroll differentiates through the iterations: no backward solve; implicit: one
         # backward solve per prox, to the same tolerance, so at least one iteration.
         assert (m["cg"]["backward"] == 0) == (name == "unroll")
-        for key in ("before", "after", "adjoint"):
-            assert math.isfinite(m["psnr"][key])
+        for key in ("before", "after"):
+            scores = m["scores"][key]
+            assert set(scores) == {"psnr", "psnr_determined", "ssim"}
+            assert all(math.isfinite(v) for v in scores.values())
         assert len(m["learned"]["stepsize"]) == 2 and len(m["learned"]["sigma"]) == 2
     ref = report["modes"]["unroll"]
     assert ref["memory"]["peak_reduction"] == 1.0
@@ -108,6 +111,40 @@ def test_cli_report_fields(cli_run):
         # 1e-3 relative.
         assert m["loss_diff_vs_reference"]["mean_rel"] < 1e-3
     assert report["files"]["report"].endswith("report.json")
+    # The held-out comparison: every baseline, and every saved model, measured alike.
+    quality = report["quality"]
+    assert set(quality["baselines"]) >= {"normalised adjoint"}
+    assert quality["best_baseline"] in quality["baselines"]
+    assert list(quality["models"]) == list(MODES)
+    assert "vs best baseline" in proc.stdout and "normalised adjoint" in proc.stdout
+
+
+def test_saved_models_reproduce_the_reported_scores(cli_run):
+    """``ur.load`` of a demo file and ``model(y, physics)`` alone give the numbers the demo
+    printed (same held-out images and noise: the Trainer's evaluation seeds)."""
+    from unrolled.demo.experiment import build_data, build_physics
+    from unrolled.train import Trainer, make_loader
+
+    proc, out = cli_run
+    report = json.loads((out / "report.json").read_text())
+    cfg = DemoConfig.from_dict(report["config"])
+    _, eval_set, _ = build_data(cfg)
+    loader = make_loader(eval_set, cfg.batch_size, shuffle=False)
+    for mode in MODES:
+        model = ur.load(out / f"{mode}.pt")
+        trainer = Trainer(
+            model,
+            build_physics(cfg),
+            [torch.zeros(1)],
+            eval_data=loader,
+            seed=cfg.seed,
+            progress=False,
+            tensorboard=False,
+            baselines=None,
+        )
+        scores = trainer.evaluate()
+        for key in ("psnr", "psnr_determined", "ssim"):
+            assert scores[key] == pytest.approx(report["quality"]["models"][mode][key], abs=1e-9)
 
 
 def test_cli_rejects_an_image_smaller_than_the_blur_kernel(tmp_path, capsys):
@@ -176,7 +213,7 @@ def test_run_demo_mri_in_process(tmp_path):
     report = run_demo(cfg, echo=lambda *a: None)
     assert list(report["modes"]) == list(MODES)
     for m in report["modes"].values():
-        assert math.isfinite(m["psnr"]["after"]) and m["cg"]["forward"] > 1
+        assert math.isfinite(m["scores"]["after"]["psnr"]) and m["cg"]["forward"] > 1
     # The memory ordering holds for complex multi-coil data too.
     unroll, implicit, ckpt = (report["modes"][m]["memory"]["peak_bytes"] for m in MODES)
     assert ckpt < implicit < unroll

@@ -92,9 +92,10 @@ def _noise_seed(seed: int, name: str) -> int:
 
 
 def _measure(physics, x: torch.Tensor, seed: int) -> torch.Tensor:
+    """``physics(x)`` for a batch ``x``, with the noise drawn from ``seed`` alone."""
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
-        return physics(x.unsqueeze(0))
+        return physics(x)
 
 
 def _save_png(x: torch.Tensor, path: Path) -> None:
@@ -131,9 +132,12 @@ def evaluate(args: argparse.Namespace) -> str:
     val_pairs = []
     for i in range(0, len(validation), 8):
         x = torch.stack([validation[j] for j in range(i, min(i + 8, len(validation)))])
-        val_pairs.append((x, _measure(physics, x, _noise_seed(args.seed + 1, f"val{i}"))[0]))
+        val_pairs.append((x, _measure(physics, x, _noise_seed(args.seed + 1, f"val{i}"))))
     baselines = fit_baselines(physics, val_pairs)
-    pairs = [(x.unsqueeze(0), _measure(physics, x, _noise_seed(args.seed, n))) for n, x in images]
+    pairs = [
+        (x.unsqueeze(0), _measure(physics, x.unsqueeze(0), _noise_seed(args.seed, n)))
+        for n, x in images
+    ]
     methods = {"A^T y": lambda y: physics.A_adjoint(y)}
     methods.update({b.label: (lambda y, b=b: b(physics, y)) for b in baselines})
     methods["trained model"] = lambda y: model(y, physics)
