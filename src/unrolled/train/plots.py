@@ -44,8 +44,9 @@ def plot_losses(
     *,
     log_scale: bool = True,
     title: str | None = None,
-    xlabel: str = "iteration",
-    ylabel: str = "training loss",
+    xlabel: str = "training step",
+    ylabel: str = "training loss (mean squared error)",
+    reference: tuple[str, float] | None = None,
 ) -> Path:
     """Plot one loss curve per run on one figure and save it as PNG.
 
@@ -53,6 +54,8 @@ def plot_losses(
         histories: ``{run name: losses per iteration}``.
         path: output file.
         log_scale: logarithmic y axis (falls back to linear when a finite value is <= 0).
+        reference: ``(label, level)`` drawn as a dashed horizontal line, e.g. the loss of
+            the best classical baseline on the same kind of images.
 
     Returns:
         ``path`` as a ``Path``.
@@ -67,6 +70,10 @@ def plot_losses(
         finite = [v for v in values if math.isfinite(v)]
         positive = positive and all(v > 0 for v in finite)
         ax.plot(range(1, len(values) + 1), values, label=str(name), linewidth=1.2)
+    if reference is not None:
+        label, level = reference
+        ax.axhline(float(level), color="grey", linestyle="--", linewidth=1, label=label)
+        positive = positive and float(level) > 0
     if log_scale and positive:
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)
@@ -99,8 +106,10 @@ def plot_reconstructions(
     *,
     n: int = 4,
     max_val: float = 1.0,
+    baseline: tuple[str, Tensor] | None = None,
 ) -> Path:
-    """A grid of ``n`` rows: measurement, estimate (with its PSNR), truth.
+    """A grid of ``n`` rows: measurement (at its own size, centred on the image's grid),
+    a classical baseline, the estimate (each with its PSNR), truth.
 
     Args:
         y: measurements ``(B, C, h, w)``; may be smaller than ``x`` (valid padding) or
@@ -109,6 +118,8 @@ def plot_reconstructions(
             three as RGB, others by their first channel.
         n: rows, at most ``B``.
         max_val: the intensity shown white (and the PSNR peak).
+        baseline: ``(label, estimates)`` of a classical reconstruction, shown beside the
+            estimate.
     """
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"n: expected an integer >= 1, got {n!r}")
@@ -122,27 +133,35 @@ def plot_reconstructions(
         )
     show_y = y is not None and isinstance(y, Tensor) and y.ndim == 4
     rows = min(n, x.shape[0])
-    scores = psnr(x_hat[:rows], x[:rows], max_val=max_val)
-    columns = [("measurement", y)] if show_y else []
-    columns += [("estimate", x_hat), ("truth", x)]
+    columns = [("measurement", y, None)] if show_y else []
+    if baseline is not None:
+        label, estimates = baseline
+        columns.append((label, estimates, psnr(estimates[:rows], x[:rows], max_val=max_val)))
+    columns.append(("trained network", x_hat, psnr(x_hat[:rows], x[:rows], max_val=max_val)))
+    columns.append(("truth", x, None))
+    height, width = x.shape[-2:]
     fig = _figure(2.6 * len(columns), 2.6 * rows)
     axes = fig.subplots(rows, len(columns), squeeze=False)
     for i in range(rows):
-        for j, (name, batch) in enumerate(columns):
+        for j, (name, batch, scores) in enumerate(columns):
             img = _display(batch[i])
             ax = axes[i][j]
             grey = img.ndim == 2
+            h, w = img.shape[:2]
+            # Drawn at its own pixel size on the image's grid: a valid measurement is
+            # smaller than the image and sits in its middle.
+            top, left = (height - h) / 2, (width - w) / 2
             ax.imshow(
                 img.clamp(0, max_val).numpy() / (1 if grey else max_val),
                 cmap="gray" if grey else None,
                 vmin=0 if grey else None,
                 vmax=max_val if grey else None,
                 interpolation="nearest",
+                extent=(left, left + w, top + h, top),
             )
-            h, w = img.shape[:2]
-            label = f"{name} {h}x{w}"
-            if name == "estimate":
-                label = f"estimate, {float(scores[i]):.2f} dB"
+            ax.set_xlim(0, width)
+            ax.set_ylim(height, 0)
+            label = f"{name} {h}x{w}" if scores is None else f"{name}\n{float(scores[i]):.2f} dB"
             ax.set_title(label, fontsize=9)
             ax.set_axis_off()
     fig.tight_layout()

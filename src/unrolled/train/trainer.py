@@ -334,6 +334,7 @@ class Trainer:
         self.handle_signals = bool(handle_signals)
         self.baselines = None if baselines == "auto" else list(baselines or [])
         self.baseline_scores: dict[str, dict] | None = None
+        self.baseline_loss: tuple[str, float] | None = None
         self.optimizer = self._make_optimizer(optimizer, lr)
         self.scheduler = scheduler(self.optimizer) if scheduler is not None else None
 
@@ -588,6 +589,13 @@ class Trainer:
                     (x, self._measure(x, derive_seed(self.seed, STREAM_BASELINE_NOISE, i)))
                 )
         fitted = fit_baselines(self.physics, pairs, max_val=self.max_val)
+        # The level a trained network must get below: the best baseline's training loss.
+        losses = {
+            b.label: sum(float(self.loss_fn(b(self.physics, y), x)) for x, y in pairs) / len(pairs)
+            for b in fitted
+        }
+        best = min(losses, key=losses.get)
+        self.baseline_loss = (f"best baseline: {best}", losses[best])
         if distributed.is_distributed():
             lams = torch.tensor(
                 [b.lam if b.lam is not None else 0.0 for b in fitted],
@@ -624,9 +632,18 @@ class Trainer:
                 x = first_tensor(next(iter(data)), "data").to(self.device)
                 y = self._measure(x, self.eval_seed(0))
                 x_hat = self.module(y, self.physics)
+                best = self._best_baseline()
+                baseline = (best.label, best(self.physics, y)) if best is not None else None
         finally:
             self.module.train(was_training)
-        return plot_reconstructions(y, x_hat, x, path, n=n, max_val=self.max_val)
+        return plot_reconstructions(y, x_hat, x, path, n=n, max_val=self.max_val, baseline=baseline)
+
+    def _best_baseline(self) -> Baseline | None:
+        """The baseline with the best held-out PSNR so far (None before any evaluation)."""
+        if not self.baseline_scores or not self.baselines:
+            return None
+        label = max(self.baseline_scores, key=lambda k: self.baseline_scores[k]["psnr"])
+        return next((b for b in self.baselines if b.label == label), None)
 
     # -- one step -------------------------------------------------------------------------
 
@@ -943,5 +960,5 @@ class Trainer:
     def _write_plots(self) -> None:
         losses = [r["loss"] for r in self.history["train"]]
         if losses:
-            plot_losses({"train": losses}, self.out_dir / "loss.png")
+            plot_losses({"train": losses}, self.out_dir / "loss.png", reference=self.baseline_loss)
         self.save_reconstructions(self.out_dir / "reconstructions.png")
