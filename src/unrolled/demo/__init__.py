@@ -188,8 +188,8 @@ def _run(cfg: DemoConfig, echo) -> dict:
     echo(header(cfg, data))
     state = initial_state(cfg)
     eval_x, eval_y = eval_batch(cfg, eval_set, physics)
-    echo("fitting the classical baselines' weights on training images ...")
-    baselines = demo_baselines(cfg, train_set, physics)
+    echo("picking the classical baselines' weights on other photographs ...")
+    baselines = demo_baselines(cfg, physics)
 
     results = []
     for mode in cfg.modes:

@@ -156,7 +156,7 @@ class DemoConfig:
     pretrained: bool = True
     finetune_steps: int = 40
     finetune_size: int = 64
-    finetune_lr: float = 2e-4
+    finetune_lr: float = 5e-5
 
     def __post_init__(self):
         if self.physics not in PHYSICS:

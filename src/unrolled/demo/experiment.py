@@ -455,31 +455,43 @@ def train_mode(
     )
 
 
-def _fitting_pairs(cfg: DemoConfig, train_set: Dataset, physics: nn.Module) -> list:
-    """The first two training batches and their measurements (noise from the seed)."""
+#: training-source images the baselines' weights are picked on
+VALIDATION_IMAGES = 8
+
+
+def _fitting_pairs(cfg: DemoConfig, physics: nn.Module) -> list:
+    """Validation pairs for the baselines: ``VALIDATION_IMAGES`` crops of the held-out size
+    from the training source (other pictures than the held-out ones; the weight that suits
+    a small crop does not suit a large image), measured with noise from the seed."""
+    images, _, _ = build_data(cfg, crop=cfg.eval_size, count=VALIDATION_IMAGES)
+    pairs = []
+    for b in range(0, len(images), cfg.batch_size):
+        idx = range(b, min(b + cfg.batch_size, len(images)))
+        x = torch.stack([images[i] for i in idx])
+        with torch.no_grad(), seeded_noise(physics, derive_seed(cfg.seed, 55, b), "cpu"):
+            pairs.append((x, physics.to("cpu")(x)))
+    return pairs
+
+
+def demo_baselines(cfg: DemoConfig, physics: nn.Module) -> list:
+    """The classical baselines, their weights picked on training-source images (never on
+    the held-out ones)."""
+    return fit_baselines(physics, _fitting_pairs(cfg, physics))
+
+
+def baseline_loss(
+    cfg: DemoConfig, train_set: Dataset, physics: nn.Module, baselines: list
+) -> tuple[str, float]:
+    """``(label, training loss)`` of the best baseline on the first two training batches:
+    the level a trained network's training loss must get below."""
     pairs = []
     for b in range(2):
         idx = range(b * cfg.batch_size, min((b + 1) * cfg.batch_size, len(train_set)))
         if len(idx) == 0:
             break
         x = torch.stack([train_set[i] for i in idx])
-        with torch.no_grad(), seeded_noise(physics, derive_seed(cfg.seed, 55, b), "cpu"):
+        with torch.no_grad(), seeded_noise(physics, derive_seed(cfg.seed, 56, b), "cpu"):
             pairs.append((x, physics.to("cpu")(x)))
-    return pairs
-
-
-def demo_baselines(cfg: DemoConfig, train_set: Dataset, physics: nn.Module) -> list:
-    """The classical baselines, their weights picked on the first two training batches
-    (never on the held-out images)."""
-    return fit_baselines(physics, _fitting_pairs(cfg, train_set, physics))
-
-
-def baseline_loss(
-    cfg: DemoConfig, train_set: Dataset, physics: nn.Module, baselines: list
-) -> tuple[str, float]:
-    """``(label, training loss)`` of the best baseline on the first training batches: the
-    level a trained network must get below."""
-    pairs = _fitting_pairs(cfg, train_set, physics)
     losses = {
         b.label: sum(float(mse(b(physics, y), x)) for x, y in pairs) / len(pairs) for b in baselines
     }

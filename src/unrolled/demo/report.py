@@ -201,8 +201,9 @@ def format_quality(report: dict) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [
         f"held-out reconstructions: {cfg['num_eval']} crops of {cfg['eval_size']}x"
-        f"{cfg['eval_size']} never trained on; baselines' weights picked on training "
-        f"images; saved models: {origin}",
+        f"{cfg['eval_size']} of photographs never trained on; the baselines' weights "
+        f"picked on {cfg['eval_size']}x{cfg['eval_size']} crops of the training "
+        f"photographs; saved models: {origin}",
     ]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     lines.insert(2, "  ".join("-" * w for w in widths))
