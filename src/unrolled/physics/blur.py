@@ -239,18 +239,27 @@ class Blur(Physics):
         self._check_image(x, "x")
         return apply_spectrum(x, self._spectrum(x, x.shape[-2:], centred=True).abs() ** 2)
 
-    #: paddings for which ``preconditioner`` (CG's ``"auto"``) uses the Fourier one: where
-    #: it cuts CG iterations by more than its cost (two FFTs per iteration), as measured
-    #: by ``benchmarks`` (circular is exact; "zeros" halves the iterations of
-    #: ill-conditioned solves; valid / reflect / replicate gain 0-20% or lose).
-    AUTO_PRECONDITIONED = ("circular", "zeros")
+    #: CG's ``"auto"`` preconditioner per padding, where it cuts the iterations by more
+    #: than its cost, as measured by ``benchmarks.cg_floor`` (recorded in
+    #: ``docs/performance.md``): the Fourier one is exact for circular padding and halves
+    #: the iterations of ill-conditioned "zeros" solves; the boundary-weighted one
+    #: roughly thirds those of "valid" at large gamma. Reflect and replicate: none pays.
+    AUTO_PRECONDITIONER = {"circular": "fourier", "zeros": "fourier", "valid": "boundary"}
+
+    #: exponent ``p`` of the boundary preconditioner's weight ``w = coverage^p``, measured
+    #: on the seed problem (``benchmarks.cg_floor``): smaller ``p`` trusts the circulant
+    #: model further into the border band.
+    BOUNDARY_POWER = 0.25
 
     def preconditioner(self, gamma: Tensor):
-        """CG's ``"auto"`` choice: :meth:`fourier_preconditioner` for the paddings in
-        ``AUTO_PRECONDITIONED``, else ``None``."""
-        if self.padding not in self.AUTO_PRECONDITIONED:
-            return None
-        return self.fourier_preconditioner(gamma)
+        """CG's ``"auto"`` choice, per padding from ``AUTO_PRECONDITIONER``:
+        :meth:`fourier_preconditioner`, :meth:`boundary_preconditioner` or ``None``."""
+        choice = self.AUTO_PRECONDITIONER.get(self.padding)
+        if choice == "fourier":
+            return self.fourier_preconditioner(gamma)
+        if choice == "boundary":
+            return self.boundary_preconditioner(gamma)
+        return None
 
     def fourier_preconditioner(self, gamma: Tensor):
         """``r -> F^-1 (|K_hat|^2 + 1/gamma)^-1 F r`` on the image grid: exact for circular
@@ -271,6 +280,59 @@ class Blur(Physics):
             return apply_spectrum(r, cache[key])
 
         return apply
+
+    def boundary_preconditioner(self, gamma: Tensor, *, power: float | None = None):
+        """``r -> w^1/2 P (w^1/2 r) + gamma (1 - w) r``, with ``P`` the Fourier preconditioner
+        and ``w = coverage^power`` (:meth:`coverage`, ``power`` default ``BOUNDARY_POWER``).
+
+        Where the measurement sees a pixel fully (``w = 1``) this is the circulant inverse;
+        where it does not see it at all (``w = 0``, the corners of a "valid" blur) the
+        system is ``I / gamma`` there and the preconditioner is its inverse, ``gamma``; in
+        the border band between, a blend. A sum of two positive semi-definite terms whose
+        null spaces meet only at zero: symmetric positive definite for any ``w`` in
+        ``[0, 1]``. ``None`` when gamma varies over pixels (as for the Fourier one)."""
+        fourier = self.fourier_preconditioner(gamma)
+        if fourier is None:
+            return None
+        power = self.BOUNDARY_POWER if power is None else power
+        gamma = torch.as_tensor(gamma)
+        cache: dict = {}
+
+        def apply(r: Tensor) -> Tensor:
+            key = (tuple(r.shape), r.dtype, r.device)
+            if key not in cache:
+                real = r.real.dtype if r.is_complex() else r.dtype
+                w = self.coverage(r.shape[-2:], dtype=real, device=r.device) ** power
+                cache.clear()
+                cache[key] = (w.sqrt(), gamma.to(real) * (1 - w))
+            root, rest = cache[key]
+            return root * fourier(root * r) + rest * r
+
+        return apply
+
+    def coverage(self, grid, *, dtype=None, device=None) -> Tensor:
+        """How fully the measurement sees each pixel of an image of ``grid = (H, W)``:
+        ``diag(A^T A) / ||k||^2``, clipped to ``[0, 1]``, shape ``(Bk, Ck, H, W)``.
+
+        ``diag(A^T A)_j`` sums the squared taps over the outputs that read pixel ``j``
+        (exact for "valid", "zeros" and "circular", where no output reads a pixel twice;
+        for "reflect" and "replicate" the sum of squares, which is at least ``||k||^2``
+        wherever all taps land, so the clip gives 1 there). 1 in the interior; for "valid",
+        falls towards 0 in a border band as wide as the kernel."""
+        k = self._kernel4d().to(dtype=dtype or self.kernel.dtype, device=device)
+        h, w = grid
+        kh, kw = k.shape[-2:]
+        squared = k * k
+        out = self.output_shape((1, 1, h, w))[-2:]
+        ones = squared.new_ones((*k.shape[:2], *out))
+        if self.padding == "circular":
+            diag = ones[..., :h, :w] * squared.sum((-2, -1), keepdim=True)
+        elif self.padding == "valid":
+            diag = _conv(ones, squared, transpose=True)
+        else:
+            diag = self._pad_adjoint(_conv(ones, squared, transpose=True), *self._pads(kh, kw))
+        total = squared.sum((-2, -1), keepdim=True)
+        return (diag / total).clamp(0, 1)
 
     def prox_l2(self, z, y, gamma, *, solver=None, backward="implicit", return_info=False):
         """Circular padding: the closed form ``F^-1 [(conj(K_hat) F y + F z / gamma) /
