@@ -69,7 +69,7 @@ def test_rss_and_cg_and_scaling(results):
     assert rss["peak_above_import_bytes"] >= 0 and rss["peak_bytes"] >= rss["baseline_bytes"]
     rows = results["cg"]["rows"]
     assert {r["padding"] for r in rows} == {"valid", "reflect", "replicate", "zeros", "circular"}
-    assert {r["preconditioner"] for r in rows} == {"none", "fourier", "auto"}
+    assert {r["preconditioner"] for r in rows} == {"none", "fourier", "boundary", "auto"}
     circular = {r["preconditioner"]: r for r in rows if r["padding"] == "circular"}
     # the Fourier preconditioner is the exact inverse for circular padding: one step, and
     # at most one more to confirm the floor

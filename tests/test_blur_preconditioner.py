@@ -147,3 +147,40 @@ def test_recorded_table_supports_the_auto_choice():
         if pick == "none" or gamma < 10:
             continue
         assert int(cells[pick].split("/")[0]) < int(cells["none"].split("/")[0]), row
+
+
+@pytest.mark.parametrize("padding", ["valid", "circular"])
+@pytest.mark.parametrize("grad", [False, True])
+def test_fused_normal_equals_adjoint_of_forward(padding, grad):
+    g = torch.Generator().manual_seed(6)
+    op = Blur(torch.rand(5, 6, dtype=F64, generator=g), padding, fft=True)
+    x = torch.randn(2, 3, 11, 13, dtype=F64, generator=g)
+    with torch.set_grad_enabled(grad):
+        assert rel(op.normal(x), op.A_adjoint(op.A(x))) < 1e-13
+
+
+def test_cached_spectrum_follows_the_kernel():
+    # An in-place update (an optimiser step) and a new kernel tensor both invalidate it.
+    g = torch.Generator().manual_seed(7)
+    k = torch.rand(5, 5, dtype=F64, generator=g)
+    op = Blur(k.clone(), "valid", fft=True)
+    x = torch.randn(1, 1, 12, 12, dtype=F64, generator=g)
+    with torch.no_grad():
+        op.normal(x)
+        op.kernel.mul_(2.0)
+        assert rel(op.normal(x), Blur(2 * k, "valid", fft=False).normal(x)) < 1e-13
+        op.kernel = 3 * k
+        assert rel(op.A(x), Blur(3 * k, "valid", fft=False).A(x)) < 1e-13
+
+
+def test_trainable_kernel_gets_its_gradient_through_the_cached_path():
+    g = torch.Generator().manual_seed(8)
+    k = torch.rand(4, 4, dtype=F64, generator=g, requires_grad=True)
+    op = Blur(k, "valid", fft=True)
+    x = torch.randn(1, 1, 10, 10, dtype=F64, generator=g)
+    with torch.no_grad():
+        op.normal(x)  # fills the cache
+    (grad,) = torch.autograd.grad(op.normal(x).square().sum(), k)
+    truth = Blur(k, "valid", fft=False)
+    (expected,) = torch.autograd.grad(truth.A_adjoint(truth.A(x)).square().sum(), k)
+    assert rel(grad, expected) < 1e-12

@@ -10,6 +10,7 @@ of pixels, so its exact adjoint is the matching scatter-add.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -220,11 +221,29 @@ class Blur(Physics):
     # -- Fourier fast paths -----------------------------------------------------------
 
     def _spectrum(self, like: Tensor, grid, *, centred: bool) -> Tensor:
-        """The kernel's DFT on ``grid``, in ``like``'s precision (half spectrum if real)."""
-        k = self._kernel4d()
-        k = k.to(like.real.dtype if like.is_complex() else like.dtype)
-        origin = (k.shape[-2] // 2, k.shape[-1] // 2) if centred else (0, 0)
-        return kernel_spectrum(k, grid, origin, real=not like.is_complex())
+        """The kernel's DFT on ``grid``, in ``like``'s precision (half spectrum if real).
+
+        Kept between calls while the kernel is the same tensor at the same version and no
+        graph through it is being built (a CG solve calls this twice per iteration; at
+        small images building the spectrum cost as much as using it)."""
+        k = self.kernel
+        real = like.real.dtype if like.is_complex() else like.dtype
+        key = (tuple(grid), centred, like.is_complex(), real, like.device)
+        cacheable = not (torch.is_grad_enabled() and k.requires_grad)
+        cache = self.__dict__.get("_spectra")
+        fresh = cache is not None and cache[0]() is k and cache[1] == k._version
+        if cacheable and fresh and key in cache[2]:
+            return cache[2][key]
+        k4 = self._kernel4d().to(real)
+        origin = (k4.shape[-2] // 2, k4.shape[-1] // 2) if centred else (0, 0)
+        spectrum = kernel_spectrum(k4, grid, origin, real=not like.is_complex())
+        if cacheable:
+            if not fresh:
+                cache = (weakref.ref(k), k._version, {})
+                # not through nn.Module.__setattr__: a private cache, never state
+                self.__dict__["_spectra"] = cache
+            cache[2][key] = spectrum
+        return spectrum
 
     def _use_fft(self) -> bool:
         if self.fft == "auto":
@@ -232,12 +251,24 @@ class Blur(Physics):
         return bool(self.fft)
 
     def normal(self, x: Tensor) -> Tensor:
-        """``A^H A x``; for circular padding by FFT as one multiplier ``|K_hat|^2``
-        (two FFTs instead of four)."""
-        if not (self.padding == "circular" and self._use_fft()):
+        """``A^H A x``; by FFT for circular padding as one multiplier ``|K_hat|^2`` (two
+        FFTs instead of four), and for valid padding as ``K_hat^H W K_hat`` with ``W`` the
+        window of valid outputs, without cropping and re-padding in between."""
+        if not self._use_fft() or self.padding not in ("circular", "valid"):
             return super().normal(x)
         self._check_image(x, "x")
-        return apply_spectrum(x, self._spectrum(x, x.shape[-2:], centred=True).abs() ** 2)
+        if self.padding == "circular":
+            return apply_spectrum(x, self._spectrum(x, x.shape[-2:], centred=True).abs() ** 2)
+        self.output_shape(x.shape)
+        spectrum = self._spectrum(x, x.shape[-2:], centred=False)
+        kh, kw = self.kernel.shape[-2:]
+        full = apply_spectrum(x, spectrum)
+        if torch.is_grad_enabled():  # out of place: autograd needs the intermediate
+            full = F.pad(full[..., kh - 1 :, kw - 1 :], (kw - 1, 0, kh - 1, 0))
+        else:  # the outputs that wrap around are the ones "valid" drops
+            full[..., : kh - 1, :] = 0
+            full[..., :, : kw - 1] = 0
+        return apply_spectrum(full, spectrum.conj())
 
     #: CG's ``"auto"`` preconditioner per padding, where it cuts the iterations by more
     #: than its cost, as measured by ``benchmarks.cg_floor`` (recorded in
