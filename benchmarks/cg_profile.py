@@ -92,11 +92,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--padding", default="valid")
     p.add_argument("--top", type=int, default=12, help="aten operators listed per size")
+    p.add_argument(
+        "--preconditioner", default="none", choices=("none", "auto", "fourier", "boundary")
+    )
     args = p.parse_args(argv)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, padding {args.padding}")
+    choice = {
+        "none": None,
+        "auto": "auto",
+        "fourier": lambda op, g: op.fourier_preconditioner(g),
+        "boundary": lambda op, g: op.boundary_preconditioner(g),
+    }[args.preconditioner]
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, padding {args.padding}, "
+        f"preconditioner {args.preconditioner}"
+    )
     print("| size | aten calls / it | allocations / it | ms / it |")
     print("|---|---|---|---|")
-    rows = [per_iteration(s, args.batch, padding=args.padding) for s in args.sizes]
+    rows = [
+        per_iteration(s, args.batch, padding=args.padding, preconditioner=choice)
+        for s in args.sizes
+    ]
     for r in rows:
         print(f"| {r['size']} | {r['aten_calls']:.0f} | {r['allocations']:.0f} "
               f"| {1e3 * r['seconds']:.3f} |")  # fmt: skip

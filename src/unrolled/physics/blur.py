@@ -107,9 +107,11 @@ class Blur(Physics):
         fft: convolve by FFT (``True``), directly (``False``), or by FFT for kernels of at
             least ``FFT_MIN_TAPS`` taps (``"auto"``, default). Both are exact.
 
-    Fast paths: convolutions by FFT; a Fourier preconditioner
-    ``(|K_hat|^2 + 1/gamma)^-1`` for CG; and, for ``"circular"``, the prox in closed
-    form by FFT (no iterations, differentiable by autograd).
+    Fast paths: convolutions by FFT (kernel spectra kept between calls); two CG
+    preconditioners, the Fourier one ``(|K_hat|^2 + 1/gamma)^-1`` and the boundary one
+    (:meth:`boundary_preconditioner`), picked per padding by ``AUTO_PRECONDITIONER``;
+    and, for ``"circular"``, the prox in closed form by FFT (no iterations,
+    differentiable by autograd).
     """
 
     #: kernels with at least this many taps convolve by FFT under ``fft="auto"``
@@ -271,11 +273,14 @@ class Blur(Physics):
         return apply_spectrum(full, spectrum.conj())
 
     #: CG's ``"auto"`` preconditioner per padding, where it cuts the iterations by more
-    #: than its cost, as measured by ``benchmarks.cg_floor`` (recorded in
-    #: ``docs/performance.md``): the Fourier one is exact for circular padding and halves
-    #: the iterations of ill-conditioned "zeros" solves; the boundary-weighted one
-    #: roughly thirds those of "valid" at large gamma. Reflect and replicate: none pays.
-    AUTO_PRECONDITIONER = {"circular": "fourier", "zeros": "fourier", "valid": "boundary"}
+    #: than its cost, as measured by ``benchmarks.cg_floor`` (the table is in
+    #: ``docs/performance.md``): the Fourier one is the exact inverse for circular
+    #: padding; the boundary one (two FFTs and three products per iteration) cuts the
+    #: iterations of "valid" by 2-3x and those of "zeros" by 1.5-2.5x at gamma >= 10 (more
+    #: than the Fourier one), and costs no more at gamma = 1. For "reflect" it pays only
+    #: at large gamma (31 vs 53 iterations at gamma 100, 6 vs 7 at 1) and for "replicate"
+    #: nothing does: no preconditioner there.
+    AUTO_PRECONDITIONER = {"circular": "fourier", "zeros": "boundary", "valid": "boundary"}
 
     #: exponent ``p`` of the boundary preconditioner's weight ``w = coverage^p``, measured
     #: on the seed problem (``benchmarks.cg_floor``): smaller ``p`` trusts the circulant
