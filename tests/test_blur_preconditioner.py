@@ -184,3 +184,17 @@ def test_trainable_kernel_gets_its_gradient_through_the_cached_path():
     truth = Blur(k, "valid", fft=False)
     (expected,) = torch.autograd.grad(truth.A_adjoint(truth.A(x)).square().sum(), k)
     assert rel(grad, expected) < 1e-12
+
+
+@pytest.mark.parametrize("dtype", [F64, torch.complex128])
+def test_boundary_preconditioner_with_per_sample_kernels_and_complex_images(dtype):
+    g = torch.Generator().manual_seed(9)
+    k = torch.rand(2, 3, 5, 4, dtype=F64, generator=g)
+    k = k / k.sum((-2, -1), keepdim=True)
+    op = Blur(k, "valid")
+    z = torch.randn(2, 3, 10, 9, dtype=dtype, generator=g)
+    y = op.A(torch.randn(2, 3, 10, 9, dtype=dtype, generator=g))
+    gamma = torch.tensor([2.0, 50.0], dtype=F64)
+    h, info = prox_l2(op, z, y, gamma, solver=BOUNDARY, return_info=True)
+    assert info.forward.all_converged
+    assert rel(h, dense_prox(op, z, y, gamma)) < 1e-9
