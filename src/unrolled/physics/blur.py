@@ -244,6 +244,8 @@ class Blur(Physics):
                 cache = (weakref.ref(k), k._version, {})
                 # not through nn.Module.__setattr__: a private cache, never state
                 self.__dict__["_spectra"] = cache
+            if len(cache[2]) >= 8:  # many grids (varying image sizes): keep the latest
+                cache[2].clear()
             cache[2][key] = spectrum
         return spectrum
 
@@ -338,7 +340,11 @@ class Blur(Physics):
             key = (tuple(r.shape), r.dtype, r.device)
             if key not in cache:
                 real = r.real.dtype if r.is_complex() else r.dtype
-                w = self.coverage(r.shape[-2:], dtype=real, device=r.device) ** power
+                # floored at the dtype's tiniest positive number: a kernel with zero taps
+                # can leave pixels unseen, and under autograd ("unroll") w^power and its
+                # square root need a finite derivative there
+                coverage = self.coverage(r.shape[-2:], dtype=real, device=r.device)
+                w = coverage.clamp_min(torch.finfo(real).tiny) ** power
                 cache.clear()
                 cache[key] = (w.sqrt(), gamma.to(real) * (1 - w))
             root, rest = cache[key]
