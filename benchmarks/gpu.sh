@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU benchmark in one command, for a machine with one CUDA GPU:
 #   1. the seed GPU configuration (64x64, batch 32) for every mode: main table, CG table,
-#      scaling (python -m benchmarks.run --preset cuda);
+#      scaling (python -m benchmarks.run --preset cuda, one run per section);
 #   2. the equal-accuracy sweep at 32x32 and 64x64, batch 32
 #      (python -m benchmarks.equal_accuracy);
 # everything (JSON, markdown tables, PNG plots, logs, nvidia-smi) under one folder.
@@ -70,26 +70,33 @@ if [ "$SMOKE" = 1 ]; then
     RUN_ARGS=(--quick --sizes 20 --batch 2 --iters 1 --warmup 1 --layers 2 --depth 3
               --features 4 --blur-sigma 1 --cg-extra-gammas --scale-max-iters 3 6
               --scale-max-iter-size 16 --scale-sizes 12 --scale-batches 1 --scale-iters 1
-              --sections main cg scaling --no-peak-alloc --quiet)
+              --no-peak-alloc --quiet)
     EQ_ARGS=(--quick --sizes 20 --batch 2 --rounds 1)
-    RUN_LIMIT=300
+    declare -A SECTION_LIMIT=([main]=300 [cg]=300 [scaling]=300)
     EQ_LIMIT=300
 else
     DEVICE=cuda
-    RUN_ARGS=(--preset cuda)
+    RUN_ARGS=(--preset cuda --quiet)
     EQ_ARGS=(--sizes 32 64 --batch 32 --rounds 5)
-    RUN_LIMIT=270
-    EQ_LIMIT=180
+    # 150 + 60 + 90 + 150 s: under 8 minutes with the installation and the start-up
+    declare -A SECTION_LIMIT=([main]=150 [cg]=60 [scaling]=90)
+    EQ_LIMIT=150
 fi
 
 status=0
-say "stage 1: python -m benchmarks.run --device $DEVICE ${RUN_ARGS[*]}"
-timeout "$RUN_LIMIT" "$PY" -m benchmarks.run --device "$DEVICE" "${RUN_ARGS[@]}" --out "$OUT/run" \
-    >"$OUT/run.stdout" 2>>"$LOG" || { say "stage 1 failed or ran past ${RUN_LIMIT}s (rc $?)"; status=1; }
+# One benchmarks.run per section, each with its own folder and time limit: a section
+# that runs long loses only its own results.
+for section in main cg scaling; do
+    limit="${SECTION_LIMIT[$section]}"
+    say "stage 1/$section: python -m benchmarks.run --device $DEVICE ${RUN_ARGS[*]} --sections $section"
+    timeout "$limit" "$PY" -m benchmarks.run --device "$DEVICE" "${RUN_ARGS[@]}" \
+        --sections "$section" --out "$OUT/run_$section" >"$OUT/run_$section.stdout" 2>>"$LOG" \
+        || { say "stage 1/$section failed or ran past ${limit}s"; status=1; }
+done
 say "stage 2: python -m benchmarks.equal_accuracy --device $DEVICE ${EQ_ARGS[*]}"
 timeout "$EQ_LIMIT" "$PY" -m benchmarks.equal_accuracy --device "$DEVICE" "${EQ_ARGS[@]}" \
     --out "$OUT/equal_accuracy" >"$OUT/equal_accuracy.stdout" 2>>"$LOG" \
-    || { say "stage 2 failed or ran past ${EQ_LIMIT}s (rc $?)"; status=1; }
+    || { say "stage 2 failed or ran past ${EQ_LIMIT}s"; status=1; }
 
 # -- one summary -------------------------------------------------------------------
 {
@@ -97,7 +104,9 @@ timeout "$EQ_LIMIT" "$PY" -m benchmarks.equal_accuracy --device "$DEVICE" "${EQ_
     echo
     echo "Command: bash benchmarks/gpu.sh $( [ "$SMOKE" = 1 ] && echo --cpu-smoke )"
     echo
-    [ -f "$OUT/run/table.md" ] && cat "$OUT/run/table.md"
+    for section in main cg scaling; do
+        [ -f "$OUT/run_$section/table.md" ] && cat "$OUT/run_$section/table.md" && echo
+    done
     echo
     [ -f "$OUT/equal_accuracy/equal_accuracy.md" ] && cat "$OUT/equal_accuracy/equal_accuracy.md"
 } >"$OUT/summary.md"
