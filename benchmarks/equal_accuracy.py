@@ -20,9 +20,9 @@ Also: milliseconds per CG iteration of each library's solve of the first layer's
 at matched iteration counts (fixed-length solves, by difference of two lengths),
 forward solve and implicit backward.
 
-``python -m benchmarks.equal_accuracy --quick`` (a few minutes on 2 cores) or without
-``--quick`` (32x32 and 64x64, about 25 minutes); writes ``equal_accuracy.json``,
-``equal_accuracy.md`` and ``equal_accuracy_<size>.png`` into ``--out``.
+``python -m benchmarks.equal_accuracy --quick`` (32x32, batch 4, 15 networks, 2 rounds) or
+without ``--quick`` (32x32 and 64x64, batch 8, 31 networks per size, 5 rounds); writes
+``equal_accuracy.json``, ``equal_accuracy.md`` and ``equal_accuracy_<size>.png`` into ``--out``.
 """
 
 from __future__ import annotations
