@@ -122,9 +122,12 @@ def _cg(results: dict, out: Path) -> list[str]:
     fig, axes = _figure(4 * len(gammas), 4, len(gammas))
     for ax, gamma in zip(axes, gammas, strict=True):
         keyed = {(r["padding"], r["preconditioner"]): r for r in rows if r["gamma"] == gamma}
-        for i, pre in enumerate(("none", "fourier")):
+        names = [n for n in dict.fromkeys(r["preconditioner"] for r in rows) if n != "auto"]
+        width = 0.8 / len(names)
+        for i, pre in enumerate(names):
             its = [keyed[(p, pre)]["forward_iterations"] for p in paddings]
-            ax.bar([j + (i - 0.5) * 0.4 for j in range(len(paddings))], its, 0.4, label=pre)
+            offset = (i - (len(names) - 1) / 2) * width
+            ax.bar([j + offset for j in range(len(paddings))], its, width, label=pre)
         ax.set_xticks(range(len(paddings)), paddings)
         ax.set_title(f"gamma = {gamma:g}")
         ax.set_ylabel("CG iterations to the floor")

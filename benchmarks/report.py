@@ -109,26 +109,38 @@ def _main_table(size, main: dict, rss: dict) -> list[str]:
     return lines
 
 
-def _cg_table(rows: list[dict]) -> list[str]:
+def cg_table(rows: list[dict]) -> list[str]:
+    """The CG table: iterations to the floor per padding, gamma and preconditioner."""
+    names = list(dict.fromkeys(r["preconditioner"] for r in rows if r["preconditioner"] != "auto"))
+    errors = any("forward_error" in r for r in rows)
+    head = " | ".join(names)
     lines = [
         "### CG iterations to the float floor (forward / backward solve), seed problem",
         "",
-        "| padding | gamma | none | Fourier | auto picks | seed solver its none / Fourier "
-        "| ms per solve none / Fourier |",
-        "|---|---|---|---|---|---|---|",
+        f"| padding | gamma | {head} | auto picks | seed solver its {' / '.join(names)} "
+        f"| ms per solve {' / '.join(names)} |"
+        + (f" rel. error fwd / bwd vs dense float64: {' ; '.join(names)} |" if errors else ""),
+        "|---" * (len(names) + 5 + errors) + "|",
     ]
     keyed = {(r["padding"], r["gamma"], r["preconditioner"]): r for r in rows}
     for padding, gamma in dict.fromkeys((r["padding"], r["gamma"]) for r in rows):
-        none, four = keyed[(padding, gamma, "none")], keyed[(padding, gamma, "fourier")]
-        seed = " (seed)" if none["seed_gamma"] else ""
-        lines.append(
-            f"| {padding} | {gamma:g}{seed} "
-            f"| {none['forward_iterations']:.0f} / {none['backward_iterations']:.0f} "
-            f"| {four['forward_iterations']:.0f} / {four['backward_iterations']:.0f} "
-            f"| {none['auto_choice']} "
-            f"| {none['seed_solver_iterations']:.0f} / {four['seed_solver_iterations']:.0f} "
-            f"| {1e3 * none['seed_solver_time_s']:.1f} / {1e3 * four['seed_solver_time_s']:.1f} |"
+        cells = [keyed[(padding, gamma, n)] for n in names]
+        seed = " (seed)" if cells[0]["seed_gamma"] else ""
+        its = " | ".join(
+            f"{c['forward_iterations']:.0f} / {c['backward_iterations']:.0f}" for c in cells
         )
+        seed_its = " / ".join(f"{c['seed_solver_iterations']:.0f}" for c in cells)
+        ms = " / ".join(f"{1e3 * c['seed_solver_time_s']:.1f}" for c in cells)
+        auto = cells[0]["auto_choice"]
+        line = f"| {padding} | {gamma:g}{seed} | {its} | {auto} | {seed_its} | {ms} |"
+        if errors:
+            err = " ; ".join(
+                f"{c.get('forward_error', float('nan')):.1e} / "
+                f"{c.get('backward_error', float('nan')):.1e}"
+                for c in cells
+            )
+            line += f" {err} |"
+        lines.append(line)
     return lines
 
 
@@ -177,7 +189,7 @@ def markdown(results: dict) -> str:
         )
     lines.append("")
     if results.get("cg"):
-        lines += _cg_table(results["cg"]["rows"]) + [""]
+        lines += cg_table(results["cg"]["rows"]) + [""]
     scaling = results.get("scaling") or {}
     if scaling.get("max_iter"):
         s = scaling["max_iter"]

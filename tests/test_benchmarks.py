@@ -69,7 +69,7 @@ def test_rss_and_cg_and_scaling(results):
     assert rss["peak_above_import_bytes"] >= 0 and rss["peak_bytes"] >= rss["baseline_bytes"]
     rows = results["cg"]["rows"]
     assert {r["padding"] for r in rows} == {"valid", "reflect", "replicate", "zeros", "circular"}
-    assert {r["preconditioner"] for r in rows} == {"none", "fourier", "auto"}
+    assert {r["preconditioner"] for r in rows} == {"none", "fourier", "boundary", "auto"}
     circular = {r["preconditioner"]: r for r in rows if r["padding"] == "circular"}
     # the Fourier preconditioner is the exact inverse for circular padding: one step, and
     # at most one more to confirm the floor
@@ -173,3 +173,29 @@ def test_deepinv_prox_matches_ours():
     other = ur.linalg.prox_l2(ours, z, y, 1 / gamma, solver=ur.CG(max_iter=500, tol=1e-13))
     assert (other - exact).abs().max() > 1e-2
     assert step.stats.forward_solves == 1 and step.stats.mean_forward >= 1
+
+
+def test_equal_accuracy_fronts_read_speedups_at_the_references_errors():
+    from benchmarks.equal_accuracy import fronts
+
+    def point(mode, error, step, data):
+        return {"mode": mode, "grad_rel_error": error, "step_s": step, "data_s": data,
+                "max_iter": 100, "tol": error}  # fmt: skip
+
+    points = [
+        point("implicit", 1e-6, 2.0, 0.4),
+        point("implicit", 1e-3, 1.5, 0.1),
+        point("implicit", 1e-4, 3.0, 0.9),  # dominated: slower and less accurate than 1e-6
+        point("deepinv-implicit", 1e-5, 4.0, 2.0),
+        point("deepinv-implicit", 1e-2, 3.0, 1.0),
+        point("deepinv-implicit", 1e-7, 9.0, 7.0),  # more accurate than any of ours
+    ]
+    result = fronts({"points": {str(i): p for i, p in enumerate(points)}})
+    step = {r["error"]: r for r in result["step_s"]["at_deepinv_points"]}
+    # at 1e-5 ours needs the 1e-6 setting (2.0 s); at 1e-2 the 1e-3 one (1.5 s)
+    assert step[1e-5]["ours"] == 2.0 and step[1e-5]["speedup"] == 2.0
+    assert step[1e-2]["ours"] == 1.5 and step[1e-2]["speedup"] == 2.0
+    assert 1e-7 not in step  # no setting of ours reaches it: no ratio is claimed
+    data = {r["error"]: r["speedup"] for r in result["data_s"]["at_deepinv_points"]}
+    assert data == {1e-5: 5.0, 1e-2: 10.0}
+    assert result["data_s"]["min_speedup"] == 5.0

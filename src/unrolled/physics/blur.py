@@ -10,6 +10,7 @@ of pixels, so its exact adjoint is the matching scatter-add.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -106,9 +107,11 @@ class Blur(Physics):
         fft: convolve by FFT (``True``), directly (``False``), or by FFT for kernels of at
             least ``FFT_MIN_TAPS`` taps (``"auto"``, default). Both are exact.
 
-    Fast paths: convolutions by FFT; a Fourier preconditioner
-    ``(|K_hat|^2 + 1/gamma)^-1`` for CG; and, for ``"circular"``, the prox in closed
-    form by FFT (no iterations, differentiable by autograd).
+    Fast paths: convolutions by FFT (kernel spectra kept between calls); two CG
+    preconditioners, the Fourier one ``(|K_hat|^2 + 1/gamma)^-1`` and the boundary one
+    (:meth:`boundary_preconditioner`), picked per padding by ``AUTO_PRECONDITIONER``;
+    and, for ``"circular"``, the prox in closed form by FFT (no iterations,
+    differentiable by autograd).
     """
 
     #: kernels with at least this many taps convolve by FFT under ``fft="auto"``
@@ -220,11 +223,31 @@ class Blur(Physics):
     # -- Fourier fast paths -----------------------------------------------------------
 
     def _spectrum(self, like: Tensor, grid, *, centred: bool) -> Tensor:
-        """The kernel's DFT on ``grid``, in ``like``'s precision (half spectrum if real)."""
-        k = self._kernel4d()
-        k = k.to(like.real.dtype if like.is_complex() else like.dtype)
-        origin = (k.shape[-2] // 2, k.shape[-1] // 2) if centred else (0, 0)
-        return kernel_spectrum(k, grid, origin, real=not like.is_complex())
+        """The kernel's DFT on ``grid``, in ``like``'s precision (half spectrum if real).
+
+        Kept between calls while the kernel is the same tensor at the same version and no
+        graph through it is being built (a CG solve calls this twice per iteration; at
+        small images building the spectrum cost as much as using it)."""
+        k = self.kernel
+        real = like.real.dtype if like.is_complex() else like.dtype
+        key = (tuple(grid), centred, like.is_complex(), real, like.device)
+        cacheable = not (torch.is_grad_enabled() and k.requires_grad)
+        cache = self.__dict__.get("_spectra")
+        fresh = cache is not None and cache[0]() is k and cache[1] == k._version
+        if cacheable and fresh and key in cache[2]:
+            return cache[2][key]
+        k4 = self._kernel4d().to(real)
+        origin = (k4.shape[-2] // 2, k4.shape[-1] // 2) if centred else (0, 0)
+        spectrum = kernel_spectrum(k4, grid, origin, real=not like.is_complex())
+        if cacheable:
+            if not fresh:
+                cache = (weakref.ref(k), k._version, {})
+                # not through nn.Module.__setattr__: a private cache, never state
+                self.__dict__["_spectra"] = cache
+            if len(cache[2]) >= 8:  # many grids (varying image sizes): keep the latest
+                cache[2].clear()
+            cache[2][key] = spectrum
+        return spectrum
 
     def _use_fft(self) -> bool:
         if self.fft == "auto":
@@ -232,25 +255,49 @@ class Blur(Physics):
         return bool(self.fft)
 
     def normal(self, x: Tensor) -> Tensor:
-        """``A^H A x``; for circular padding by FFT as one multiplier ``|K_hat|^2``
-        (two FFTs instead of four)."""
-        if not (self.padding == "circular" and self._use_fft()):
+        """``A^H A x``; by FFT for circular padding as one multiplier ``|K_hat|^2`` (two
+        FFTs instead of four), and for valid padding as ``K_hat^H W K_hat`` with ``W`` the
+        window of valid outputs, without cropping and re-padding in between."""
+        if not self._use_fft() or self.padding not in ("circular", "valid"):
             return super().normal(x)
         self._check_image(x, "x")
-        return apply_spectrum(x, self._spectrum(x, x.shape[-2:], centred=True).abs() ** 2)
+        if self.padding == "circular":
+            return apply_spectrum(x, self._spectrum(x, x.shape[-2:], centred=True).abs() ** 2)
+        self.output_shape(x.shape)
+        spectrum = self._spectrum(x, x.shape[-2:], centred=False)
+        kh, kw = self.kernel.shape[-2:]
+        full = apply_spectrum(x, spectrum)
+        if torch.is_grad_enabled():  # out of place: autograd needs the intermediate
+            full = F.pad(full[..., kh - 1 :, kw - 1 :], (kw - 1, 0, kh - 1, 0))
+        else:  # the outputs that wrap around are the ones "valid" drops
+            full[..., : kh - 1, :] = 0
+            full[..., :, : kw - 1] = 0
+        return apply_spectrum(full, spectrum.conj())
 
-    #: paddings for which ``preconditioner`` (CG's ``"auto"``) uses the Fourier one: where
-    #: it cuts CG iterations by more than its cost (two FFTs per iteration), as measured
-    #: by ``benchmarks`` (circular is exact; "zeros" halves the iterations of
-    #: ill-conditioned solves; valid / reflect / replicate gain 0-20% or lose).
-    AUTO_PRECONDITIONED = ("circular", "zeros")
+    #: CG's ``"auto"`` preconditioner per padding, where it cuts the iterations by more
+    #: than its cost, as measured by ``benchmarks.cg_floor`` (the table is in
+    #: ``docs/performance.md``): the Fourier one is the exact inverse for circular
+    #: padding; the boundary one (two FFTs and three products per iteration) cuts the
+    #: iterations of "valid" by 2-3x and those of "zeros" by 1.5-2.5x at gamma >= 10 (more
+    #: than the Fourier one), and costs no more at gamma = 1. For "reflect" it pays only
+    #: at large gamma (31 vs 53 iterations at gamma 100, 6 vs 7 at 1) and for "replicate"
+    #: nothing does: no preconditioner there.
+    AUTO_PRECONDITIONER = {"circular": "fourier", "zeros": "boundary", "valid": "boundary"}
+
+    #: exponent ``p`` of the boundary preconditioner's weight ``w = coverage^p``, measured
+    #: on the seed problem (``benchmarks.cg_floor``): smaller ``p`` trusts the circulant
+    #: model further into the border band.
+    BOUNDARY_POWER = 0.25
 
     def preconditioner(self, gamma: Tensor):
-        """CG's ``"auto"`` choice: :meth:`fourier_preconditioner` for the paddings in
-        ``AUTO_PRECONDITIONED``, else ``None``."""
-        if self.padding not in self.AUTO_PRECONDITIONED:
-            return None
-        return self.fourier_preconditioner(gamma)
+        """CG's ``"auto"`` choice, per padding from ``AUTO_PRECONDITIONER``:
+        :meth:`fourier_preconditioner`, :meth:`boundary_preconditioner` or ``None``."""
+        choice = self.AUTO_PRECONDITIONER.get(self.padding)
+        if choice == "fourier":
+            return self.fourier_preconditioner(gamma)
+        if choice == "boundary":
+            return self.boundary_preconditioner(gamma)
+        return None
 
     def fourier_preconditioner(self, gamma: Tensor):
         """``r -> F^-1 (|K_hat|^2 + 1/gamma)^-1 F r`` on the image grid: exact for circular
@@ -271,6 +318,63 @@ class Blur(Physics):
             return apply_spectrum(r, cache[key])
 
         return apply
+
+    def boundary_preconditioner(self, gamma: Tensor, *, power: float | None = None):
+        """``r -> w^1/2 P (w^1/2 r) + gamma (1 - w) r``, with ``P`` the Fourier preconditioner
+        and ``w = coverage^power`` (:meth:`coverage`, ``power`` default ``BOUNDARY_POWER``).
+
+        Where the measurement sees a pixel fully (``w = 1``) this is the circulant inverse;
+        where it does not see it at all (``w = 0``, the corners of a "valid" blur) the
+        system is ``I / gamma`` there and the preconditioner is its inverse, ``gamma``; in
+        the border band between, a blend. A sum of two positive semi-definite terms whose
+        null spaces meet only at zero: symmetric positive definite for any ``w`` in
+        ``[0, 1]``. ``None`` when gamma varies over pixels (as for the Fourier one)."""
+        fourier = self.fourier_preconditioner(gamma)
+        if fourier is None:
+            return None
+        power = self.BOUNDARY_POWER if power is None else power
+        gamma = torch.as_tensor(gamma)
+        cache: dict = {}
+
+        def apply(r: Tensor) -> Tensor:
+            key = (tuple(r.shape), r.dtype, r.device)
+            if key not in cache:
+                real = r.real.dtype if r.is_complex() else r.dtype
+                # floored at the dtype's tiniest positive number: a kernel with zero taps
+                # can leave pixels unseen, and under autograd ("unroll") w^power and its
+                # square root need a finite derivative there
+                coverage = self.coverage(r.shape[-2:], dtype=real, device=r.device)
+                w = coverage.clamp_min(torch.finfo(real).tiny) ** power
+                cache.clear()
+                cache[key] = (w.sqrt(), gamma.to(real) * (1 - w))
+            root, rest = cache[key]
+            return root * fourier(root * r) + rest * r
+
+        return apply
+
+    def coverage(self, grid, *, dtype=None, device=None) -> Tensor:
+        """How fully the measurement sees each pixel of an image of ``grid = (H, W)``:
+        ``diag(A^T A) / ||k||^2``, clipped to ``[0, 1]``, shape ``(Bk, Ck, H, W)``.
+
+        ``diag(A^T A)_j`` sums the squared taps over the outputs that read pixel ``j``
+        (exact for "valid", "zeros" and "circular", where no output reads a pixel twice;
+        for "reflect" and "replicate" the sum of squares, which is at least ``||k||^2``
+        wherever all taps land, so the clip gives 1 there). 1 in the interior; for "valid",
+        falls towards 0 in a border band as wide as the kernel."""
+        k = self._kernel4d().to(dtype=dtype or self.kernel.dtype, device=device)
+        h, w = grid
+        kh, kw = k.shape[-2:]
+        squared = k * k
+        out = self.output_shape((1, 1, h, w))[-2:]
+        ones = squared.new_ones((*k.shape[:2], *out))
+        if self.padding == "circular":
+            diag = ones[..., :h, :w] * squared.sum((-2, -1), keepdim=True)
+        elif self.padding == "valid":
+            diag = _conv(ones, squared, transpose=True)
+        else:
+            diag = self._pad_adjoint(_conv(ones, squared, transpose=True), *self._pads(kh, kw))
+        total = squared.sum((-2, -1), keepdim=True)
+        return (diag / total).clamp(0, 1)
 
     def prox_l2(self, z, y, gamma, *, solver=None, backward="implicit", return_info=False):
         """Circular padding: the closed form ``F^-1 [(conj(K_hat) F y + F z / gamma) /
