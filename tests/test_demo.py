@@ -15,7 +15,6 @@ from PIL import Image
 
 import unrolled as ur
 from unrolled.demo import DemoConfig, run_demo
-from unrolled.models import ComplexDenoiser
 from unrolled.demo.config import Mode, parse_modes
 from unrolled.demo.experiment import (
     build_data,
@@ -25,6 +24,7 @@ from unrolled.demo.experiment import (
     measure_step,
 )
 from unrolled.demo.mri import ComplexImages
+from unrolled.models import ComplexDenoiser
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 MODES = ("unroll", "implicit", "implicit+ckpt")

@@ -18,8 +18,11 @@ def test_auto_initial_estimate_per_physics():
     blur = ur.physics.Blur(ur.physics.gaussian_kernel(1.0), padding="valid")
     x = torch.rand(1, 1, 12, 12, generator=g)
     y = blur.A(x)
-    expected = blur.A_adjoint(y) / blur.A_adjoint(torch.ones_like(y))
-    torch.testing.assert_close(initial_estimate(blur, y), expected)
+    # the float64 ratio, rounded once: near the corners a float32 ratio of two FFT
+    # convolutions is wrong in the third digit, the estimate must not be
+    y64 = y.double()
+    expected = (blur.A_adjoint(y64) / blur.A_adjoint(torch.ones_like(y64))).float()
+    torch.testing.assert_close(initial_estimate(blur, y), expected, rtol=2e-6, atol=0)
     mri = physics_from_spec(mri_spec(acceleration=2, coils=2), (8, 8))
     z = torch.randn(1, 1, 8, 8, dtype=torch.complex64, generator=g)
     k = mri.A(z)

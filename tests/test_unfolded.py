@@ -124,11 +124,12 @@ def test_iterations_match_dense_reference(algorithm):
     extra_values = model.scalars[extra[algorithm][0]].tolist() if kwargs else [None] * 3
     matrix = physics.dense((1, 1, 10, 10), dtype=torch.float64)
     flat_y = y.reshape(2, -1)
-    x0 = (flat_y @ matrix).reshape(x.shape)
+    # The default initial estimate of a blur: A^T y / A^T 1, from the dense matrix.
+    x0 = ((flat_y @ matrix) / (torch.ones_like(flat_y) @ matrix)).reshape(x.shape)
     want = reference(algorithm, x0.reshape(2, -1), flat_y, matrix, stepsize, sigma, extra_values)
     with torch.no_grad():
         got = model(y, physics)
-        # An explicit x0 is used instead of A^H y.
+        # An explicit x0 is used instead of the default initial estimate.
         got_x0 = model(y, physics, x0=2 * x0)
     # CG stops at a relative residual of 1e-13 on systems with condition number
     # <= 1 + gamma ||A||^2 <= 2.5: each solve is accurate to ~1e-12, a few layers to ~1e-11.
