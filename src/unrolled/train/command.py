@@ -467,7 +467,7 @@ def train(config: dict, *, resume: bool = False, device: torch.device | str = "c
             parts["train_data"],
             steps=steps,
             sigma_max=2 * max(config["physics"]["noise_sigma"], 0.01),
-            lr=config["train"]["lr"],
+            lr=config["train"]["pretrain_lr"],
             seed=config["seed"],
             device=device,
         )

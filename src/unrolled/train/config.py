@@ -186,6 +186,7 @@ SCHEMA: dict[str, dict[str, Key] | Key] = {
             _int(0),
             help="steps of Gaussian denoising (levels up to 2 x the noise) before unrolling",
         ),
+        "pretrain_lr": Key(1e-3, "a number > 0", _number(0, strict=True)),
         "schedule": choice(
             "constant", ("constant", "cosine"), "cosine: the learning rate decays to 0 at the end"
         ),
