@@ -397,7 +397,9 @@ def plot_figure(
             f"trained network: {', '.join(r.mode.name for r in runs)} agree to {agree}",
             fontsize=9,
         )
-    fig.tight_layout()
+        fig.tight_layout(rect=(0, 0, 1, 0.97))
+    else:
+        fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png")

@@ -251,6 +251,25 @@ def _datasets(config: dict):
     return train, evals
 
 
+def _baseline_data(config: dict, eval_set, collate, batch_size: int):
+    """Images the baselines' weights are picked on: training-source pictures of the
+    evaluation images' size (not those images), where the source allows; else None (the
+    training batches)."""
+    from .. import data as datasets
+
+    d = config["data"]
+    if eval_set is None or d["source"] == "folder":
+        return None
+    size = tuple(eval_set[0].shape[-2:])
+    if d["source"] == "deadleaves":
+        images = datasets.DeadLeaves(size, d["channels"], 16, seed=config["seed"] + 2_000_003)
+    else:
+        images = datasets.SampleImages(
+            "train", crop=size, channels=d["channels"], length=16, seed=config["seed"] + 2
+        )
+    return torch.utils.data.DataLoader(images, batch_size=batch_size, collate_fn=collate)
+
+
 def physics_spec(config: dict) -> dict:
     """The measurement of ``config`` as plain values (stored with the saved models)."""
     p = config["physics"]
@@ -323,6 +342,7 @@ def build_experiment(config: dict, device: torch.device | str = "cpu") -> dict:
             eval_set, batch_size=t["batch_size"], shuffle=False, collate_fn=collate
         )
     trainer_kwargs = dict(
+        baseline_data=_baseline_data(config, eval_set, collate, t["batch_size"]),
         lr=t["lr"],
         epochs=t["epochs"],
         device=device,

@@ -180,6 +180,9 @@ class Trainer:
             model: ``"auto"`` (fitted on training images, see :meth:`fit_baselines`), a
             sequence of fitted :class:`~unrolled.evaluation.Baseline`, or ``None``.
         eval_callbacks: ``fn(trainer, record)`` called after each evaluation.
+        baseline_data: images the ``"auto"`` baselines' weights are picked on (default:
+            the training batches). Give images like the evaluation ones but not them: a
+            weight that suits small training crops does not suit larger images.
 
     Each step's record (``history["train"]`` and ``train_log.csv/jsonl``) has ``step``
     (1-based, in all), ``epoch`` (0-based), ``iteration`` (1-based, within the epoch),
@@ -234,6 +237,7 @@ class Trainer:
         ddp_options: dict | None = None,
         baselines: str | Sequence[Baseline] | None = "auto",
         eval_callbacks: Sequence[Callable[[Trainer, dict], None]] = (),
+        baseline_data: Iterable | None = None,
     ):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
@@ -333,6 +337,7 @@ class Trainer:
         self.plots = plots
         self.handle_signals = bool(handle_signals)
         self.baselines = None if baselines == "auto" else list(baselines or [])
+        self.baseline_data = baseline_data
         self.baseline_scores: dict[str, dict] | None = None
         self.baseline_loss: tuple[str, float] | None = None
         self.optimizer = self._make_optimizer(optimizer, lr)
@@ -576,13 +581,18 @@ class Trainer:
     def fit_baselines(self) -> list[Baseline]:
         """The classical baselines the model is compared with (the ``baselines`` argument;
         ``"auto"``: each of :data:`~unrolled.evaluation.BASELINES` with its weight picked
-        on the first two training batches, measured with their own noise seed: never on the
-        evaluation images). Fitted once; under DDP the weights of process 0 are used."""
+        on the first two batches of ``baseline_data``, else of the training data, measured
+        with their own noise seed: never on the evaluation images). Fitted once; under DDP
+        the weights of process 0 are used."""
         if self.baselines is not None:
             return self.baselines
         pairs = []
         with torch.random.fork_rng(devices=self._cuda_devices()), torch.no_grad():
-            batches = epoch_batches(self.train_data, self.seed, 0)
+            batches = (
+                iter(self.baseline_data)
+                if self.baseline_data is not None
+                else epoch_batches(self.train_data, self.seed, 0)
+            )
             for i, batch in zip(range(BASELINE_BATCHES), batches, strict=False):
                 x = first_tensor(batch).to(self.device)
                 pairs.append(
