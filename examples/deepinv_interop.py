@@ -1,4 +1,5 @@
-"""A DeepInverse unfolded network with unrolled's exact implicit prox: one line changes.
+"""DeepInverse unfolded network with unrolled's exact implicit prox: one line changes
+=====================================================================================
 
 The training loop below is written in deepinv's own API (its physics, its DnCNN, its
 ``unfolded_builder``). It runs twice from the same weights and data: once with deepinv's
@@ -8,7 +9,7 @@ time per training step, the bytes autograd keeps for backward, the CG iterations
 data steps, and the error of the first step's gradient against a float64 reference
 (autograd through deepinv's own CG run to full accuracy, no implicit step at all).
 
-Seed configuration: HQS with 5 iterations, DnCNN of depth 7, trainable step size and
+Configuration: HQS with 5 iterations, DnCNN of depth 7, trainable step size and
 denoiser level, Gaussian blur of sigma 2.5 with "valid" padding, noise 0.1, CG with
 ``max_iter=100`` and ``tol=1e-8``.
 

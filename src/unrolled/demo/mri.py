@@ -1,18 +1,16 @@
-"""The demo's MRI problem: complex images, multi-coil Cartesian undersampling."""
+"""The demo's MRI images: complex, a grey level times a smooth random phase."""
 
 from __future__ import annotations
 
 import math
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..physics import GaussianNoise, MultiCoilMRI, cartesian_mask, smooth_coil_maps
 from ..train import derive_seed
-from .config import DemoConfig
 
-__all__ = ["ComplexImages", "build_mri_physics", "smooth_phase"]
+__all__ = ["ComplexImages", "smooth_phase"]
 
 
 def smooth_phase(size: tuple[int, int], generator: torch.Generator) -> Tensor:
@@ -47,13 +45,3 @@ class ComplexImages(Dataset):
         g = torch.Generator().manual_seed(derive_seed(self.seed, int(index)))
         phase = smooth_phase(tuple(magnitude.shape[-2:]), g)
         return torch.polar(magnitude, phase.to(magnitude.dtype)).to(torch.complex64)
-
-
-def build_mri_physics(cfg: DemoConfig) -> nn.Module:
-    """Multi-coil Cartesian MRI on ``img_size`` x ``img_size`` images: ``coils`` smooth coil
-    maps, a mask keeping ``1 / acceleration`` of the phase-encode lines (8 % of them around
-    the centre), complex Gaussian noise of std ``noise``; all fixed by the seed."""
-    shape = (cfg.img_size, cfg.img_size)
-    mask = cartesian_mask(shape, acceleration=cfg.acceleration, seed=cfg.seed)
-    maps = smooth_coil_maps(cfg.coils, shape, seed=cfg.seed)
-    return MultiCoilMRI(mask, maps, noise=GaussianNoise(cfg.noise))
