@@ -307,7 +307,8 @@ def test_cli_shows_unconverged_solves_per_epoch_and_raise_stops(tmp_path, capsys
     warned = [line for line in captured.err.splitlines() if "CG solves stopped" in line]
     assert [w.split(":")[2] for w in warned] == [" epoch 1", " epoch 2"]
     assert all(w.startswith("unrolled train: warning: epoch") for w in warned)
-    assert "CG solves did not converge" in captured.out.splitlines()[-1]
+    done = next(line for line in captured.out.splitlines() if "done:" in line)
+    assert "CG solves did not converge" in done
     assert cli.main([*argv, "--out", str(tmp_path / "quiet"), "--on-failure", "ignore"]) == 0
     assert "CG solves stopped" not in capsys.readouterr().err
     out = tmp_path / "raise"
