@@ -38,7 +38,7 @@ with warnings.catch_warnings():
 # is the entry point most deepinv code still uses, and builds the same network.
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
 parser.add_argument("--img-size", type=int, default=48)
 parser.add_argument("--batch-size", type=int, default=8)
 parser.add_argument("--steps", type=int, default=5, help="training steps per run")
