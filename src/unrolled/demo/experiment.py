@@ -459,24 +459,24 @@ def train_mode(
 VALIDATION_IMAGES = 8
 
 
-def _fitting_pairs(cfg: DemoConfig, physics: nn.Module) -> list:
-    """Validation pairs for the baselines: ``VALIDATION_IMAGES`` crops of the held-out size
-    from the training source (other pictures than the held-out ones; the weight that suits
-    a small crop does not suit a large image), measured with noise from the seed."""
-    images, _, _ = build_data(cfg, crop=cfg.eval_size, count=VALIDATION_IMAGES)
+def _measured(cfg: DemoConfig, images: Dataset, count: int, physics: nn.Module, stream: int):
+    """The first ``count`` images in batches, with their measurements (noise drawn from
+    ``(seed, stream, batch index)``)."""
+    count = min(count, len(images))
     pairs = []
-    for b in range(0, len(images), cfg.batch_size):
-        idx = range(b, min(b + cfg.batch_size, len(images)))
-        x = torch.stack([images[i] for i in idx])
-        with torch.no_grad(), seeded_noise(physics, derive_seed(cfg.seed, 55, b), "cpu"):
+    for i, start in enumerate(range(0, count, cfg.batch_size)):
+        x = torch.stack([images[j] for j in range(start, min(start + cfg.batch_size, count))])
+        with torch.no_grad(), seeded_noise(physics, derive_seed(cfg.seed, stream, i), "cpu"):
             pairs.append((x, physics.to("cpu")(x)))
     return pairs
 
 
 def demo_baselines(cfg: DemoConfig, physics: nn.Module) -> list:
-    """The classical baselines, their weights picked on training-source images (never on
-    the held-out ones)."""
-    return fit_baselines(physics, _fitting_pairs(cfg, physics))
+    """The classical baselines, their weights picked on ``VALIDATION_IMAGES`` crops of the
+    held-out size from the training source: other pictures than the held-out ones, and of
+    their size (the weight that suits a small crop does not suit a large image)."""
+    images, _, _ = build_data(cfg, crop=cfg.eval_size, count=VALIDATION_IMAGES)
+    return fit_baselines(physics, _measured(cfg, images, VALIDATION_IMAGES, physics, 55))
 
 
 def baseline_loss(
@@ -484,14 +484,7 @@ def baseline_loss(
 ) -> tuple[str, float]:
     """``(label, training loss)`` of the best baseline on the first two training batches:
     the level a trained network's training loss must get below."""
-    pairs = []
-    for b in range(2):
-        idx = range(b * cfg.batch_size, min((b + 1) * cfg.batch_size, len(train_set)))
-        if len(idx) == 0:
-            break
-        x = torch.stack([train_set[i] for i in idx])
-        with torch.no_grad(), seeded_noise(physics, derive_seed(cfg.seed, 56, b), "cpu"):
-            pairs.append((x, physics.to("cpu")(x)))
+    pairs = _measured(cfg, train_set, 2 * cfg.batch_size, physics, 56)
     losses = {
         b.label: sum(float(mse(b(physics, y), x)) for x, y in pairs) / len(pairs) for b in baselines
     }

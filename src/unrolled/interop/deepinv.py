@@ -31,6 +31,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..fidelity import L2 as UnrolledL2
 from ..fidelity import SolveStats
 from ..linalg.cg import CG
 from ..linalg.operator import LinearOperator, tensor_slots
@@ -198,22 +199,26 @@ class L2(dinv.optim.L2):
             raise TypeError(f"solver: expected an unrolled.CG, got {type(solver).__name__}")
         if backward not in BACKWARD_MODES:
             raise ValueError(f"backward: expected one of {BACKWARD_MODES}, got {backward!r}")
-        self.solver = solver if solver is not None else CG()
-        self.backward = backward
-        self.stats = SolveStats()
+        # The data step and its solve statistics are this library's own L2.
+        self.data_step = UnrolledL2(solver=solver, backward=backward)
+
+    @property
+    def solver(self) -> CG:
+        return self.data_step.solver
+
+    @property
+    def backward(self) -> str:
+        return self.data_step.backward
+
+    @property
+    def stats(self) -> SolveStats:
+        return self.data_step.stats
 
     def prox(self, x: Tensor, y: Tensor, physics, *args, gamma=1.0, **kwargs) -> Tensor:
         """``prox_{gamma f}(x)``; extra arguments deepinv's iterators pass are not used."""
         # on deepinv's real tensors throughout (for MRI too): the prox is the same either way
         op = physics if isinstance(physics, LinearOperator) else as_operator(physics, complex=False)
-        h, info = op.prox_l2(
-            x, y, self.norm * gamma, solver=self.solver, backward=self.backward, return_info=True
-        )
-        self.stats.last = info
-        if info.forward is not None:
-            self.stats.add_forward(info.forward)
-            info.on_backward = self.stats.add_backward
-        return h
+        return self.data_step.prox(x, y, op, self.norm * gamma)
 
     def extra_repr(self) -> str:
         return f"sigma={self.norm**-0.5:g}, solver={self.solver}, backward={self.backward!r}"

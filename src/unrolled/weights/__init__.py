@@ -10,6 +10,8 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+from ..saving import ModelFileError, describe, load_file
+
 __all__ = ["SHIPPED", "find_shipped"]
 
 #: the files this package ships
@@ -31,8 +33,6 @@ def find_shipped(model_description: dict, physics: dict) -> Path | None:
         model_description: :func:`unrolled.saving.describe` of the model asked for.
         physics: the physics spec it will be used with (:mod:`unrolled.physics.spec`).
     """
-    from ..saving import ModelFileError, load_file
-
     for name in SHIPPED:
         path = _path(name)
         if not path.is_file():
@@ -41,8 +41,6 @@ def find_shipped(model_description: dict, physics: dict) -> Path | None:
             saved = load_file(path)
         except ModelFileError:
             continue
-        from ..saving import describe
-
         shipped = describe(saved.model)
         if saved.physics == physics and all(
             shipped[k] == model_description[k] for k in _MODEL_KEYS
