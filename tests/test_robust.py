@@ -487,10 +487,17 @@ class _Explode(torch.nn.Module):
         return x * float("inf")
 
 
+def _default_sigint() -> None:
+    # A job started in the background by a non-interactive shell (CI runners, `cmd &`)
+    # inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler: give
+    # the child the disposition an interactive user's process has.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_sigint_during_start_up_is_one_line(tmp_path):
     proc = subprocess.Popen(
         command(*TINY, "--out", str(tmp_path / "run")), env=env(), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
+        stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint,
     )  # fmt: skip
     time.sleep(0.3)  # loading torch
     proc.send_signal(signal.SIGINT)
