@@ -494,12 +494,24 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def _wait_until_loading_torch(proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    # The signal must land while the command is importing its libraries, whatever the
+    # machine's speed: wait until torch's shared library is mapped into the child.
+    maps = Path(f"/proc/{proc.pid}/maps")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not maps.exists() or "libtorch" in maps.read_text():
+            return
+        time.sleep(0.005)
+    raise AssertionError("the command never started loading torch")
+
+
 def test_sigint_during_start_up_is_one_line(tmp_path):
     proc = subprocess.Popen(
         command(*TINY, "--out", str(tmp_path / "run")), env=env(), stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint,
     )  # fmt: skip
-    time.sleep(0.3)  # loading torch
+    _wait_until_loading_torch(proc)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode in (130, -signal.SIGINT), (stdout, stderr)
