@@ -54,6 +54,17 @@ class SolveStats:
     def reset(self) -> None:
         self.__init__()
 
+    def as_statistics(self) -> dict[str, float | tuple[float, float]]:
+        """The counts as per-step statistics (see :mod:`unrolled.train.statistics`):
+        ``cg_forward`` / ``cg_backward`` mean iterations per solve, ``cg_unconverged``
+        samples stopped at ``max_iter`` out of ``cg_solves``."""
+        return {
+            "cg_forward": (self.forward_iterations, self.forward_solves),
+            "cg_backward": (self.backward_iterations, self.backward_solves),
+            "cg_unconverged": self.unconverged,
+            "cg_solves": self.samples,
+        }
+
 
 class L2(nn.Module):
     """``f(x) = 1/2 ||A x - y||^2`` with a least-squares prox.
@@ -65,7 +76,8 @@ class L2(nn.Module):
 
     After each prox call ``fidelity.stats`` holds the running CG iteration counts
     (the backward count is added when the backward pass runs) and
-    ``fidelity.stats.last`` the :class:`ProxInfo` of the last call.
+    ``fidelity.stats.last`` the :class:`ProxInfo` of the last call. The trainer reads
+    them per step through :meth:`statistics` and :meth:`reset_statistics`.
     """
 
     def __init__(self, solver: CG | None = None, backward: str = "implicit"):
@@ -97,6 +109,13 @@ class L2(nn.Module):
             self.stats.add_forward(info.forward)
             info.on_backward = self.stats.add_backward
         return h
+
+    def statistics(self) -> dict[str, float | tuple[float, float]]:
+        """The CG work since the last reset, as per-step statistics."""
+        return self.stats.as_statistics()
+
+    def reset_statistics(self) -> None:
+        self.stats.reset()
 
     def extra_repr(self) -> str:
         return f"solver={self.solver}, backward={self.backward!r}"

@@ -20,6 +20,7 @@ import signal
 import socket
 import sys
 import traceback
+import warnings
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -28,9 +29,11 @@ import torch
 import torch.distributed as dist
 
 __all__ = [
+    "agreed_signal",
     "all_reduce_sum",
     "backend_for",
     "barrier",
+    "check_sharded",
     "free_port",
     "init_from_env",
     "is_distributed",
@@ -38,6 +41,7 @@ __all__ = [
     "rank",
     "shutdown",
     "world_size",
+    "wrap",
 ]
 
 #: environment variables ``torchrun`` sets and :func:`init_from_env` reads
@@ -120,6 +124,43 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     if is_distributed():
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return values
+
+
+def agreed_signal(received: int | None, device: torch.device) -> int | None:
+    """The signal that asks every process to stop: any process's ``received``, agreed
+    over the processes so that all stop after the same step (``received`` alone)."""
+    if not is_distributed():
+        return received
+    flag = torch.tensor([float(received or 0)], dtype=torch.float64, device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return int(flag.item()) or None
+
+
+def wrap(module: torch.nn.Module, device: torch.device, options: dict | None = None):
+    """``module`` in ``DistributedDataParallel`` in a multi-process run, else itself."""
+    if not is_distributed():
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    device_ids = [device] if device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=device_ids, **(options or {}))
+
+
+def check_sharded(data: Any) -> None:
+    """Warn when a multi-process run would give every process the whole of ``data``."""
+    if not is_distributed():
+        return
+    sampler = getattr(data, "sampler", None)
+    batch_sampler = getattr(data, "batch_sampler", None)
+    inner = getattr(batch_sampler, "sampler", None)
+    if not any(hasattr(s, "set_epoch") for s in (sampler, batch_sampler, inner)):
+        warnings.warn(
+            "train_data: in a multi-process run each process should read its own shard "
+            "(a DistributedSampler, e.g. Trainer.make_loader(...) makes one); this loader "
+            "has none, so every process reads all the data",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def free_port(host: str = "127.0.0.1") -> int:
