@@ -267,6 +267,120 @@ def test_evaluate_uses_fixed_noise_and_matches_baseline():
     assert len(trainer.baseline_scores) == 3
 
 
+# -- override points and statistics sources -------------------------------------------------
+
+
+class MeasurementConsistent(Trainer):
+    """A loss on the measurement, ``mean |A x_hat - y|^2``, by overriding compute_loss."""
+
+    def compute_loss(self, x_hat, x, y, physics):
+        self.seen = (y.clone(), physics)
+        return mse(physics.A(x_hat), y)
+
+
+def test_compute_loss_override_gets_the_measurement_and_the_physics():
+    images = smooth_images(2)
+    trainer = MeasurementConsistent(
+        AdjointModel().to(DTYPE),
+        make_physics(0),
+        [images],
+        optimizer=lambda p: torch.optim.SGD(p, lr=0.0),  # the model stays as it is
+        baselines=None,
+        progress=False,
+        tensorboard=False,
+    )
+    (record,) = trainer.fit()["train"]
+    y, physics = trainer.seen
+    assert physics is trainer.physics
+    assert torch.equal(y, trainer.measure(images, 0, 0))  # the step's seeded measurement
+    x_hat = physics.A_adjoint(y)  # AdjointModel with scale 1
+    expected = float((physics.A(x_hat) - y).square().mean())
+    assert record["loss"] == pytest.approx(expected, rel=1e-12)
+    # and not the default image loss
+    assert abs(record["loss"] - float((x_hat - images).square().mean())) > 1e-3
+
+
+class Clamped(Trainer):
+    """Estimates clamped to [0.2, 0.6], by overriding model_inference."""
+
+    def model_inference(self, y, physics, *, training=True):
+        self.modes.add(training)
+        return super().model_inference(y, physics, training=training).clamp(0.2, 0.6)
+
+
+def test_model_inference_override_is_used_for_steps_and_evaluations():
+    images = smooth_images(4)
+    physics = make_physics(0)
+    trainer = Clamped(
+        AdjointModel().to(DTYPE),
+        physics,
+        [images[:2]],
+        eval_data=[images],
+        optimizer=lambda p: torch.optim.SGD(p, lr=0.0),
+        baselines=None,
+        progress=False,
+        tensorboard=False,
+    )
+    trainer.modes = set()
+    history = trainer.fit()
+    assert trainer.modes == {True, False}
+    with seeded_noise(physics, trainer.eval_seed(0)):
+        y = physics(images)
+    clamped = float(psnr(physics.A_adjoint(y).clamp(0.2, 0.6), images).mean())
+    assert history["eval"][-1]["psnr"] == pytest.approx(clamped, rel=1e-12)
+    assert abs(clamped - float(psnr(physics.A_adjoint(y), images).mean())) > 0.1  # dB
+
+
+class CountingAdjoint(AdjointModel):
+    """Reports per-step statistics: its calls (a count) and the mean of |y| (a pair)."""
+
+    def __init__(self):
+        super().__init__()
+        self.reset_statistics()
+
+    def reset_statistics(self):
+        self.calls, self.total, self.entries = 0, 0.0, 0
+
+    def statistics(self):
+        return {"calls": self.calls, "mean_abs_y": (self.total, self.entries)}
+
+    def forward(self, y, physics):
+        self.calls += 1
+        self.total += float(y.abs().sum())
+        self.entries += y.numel()
+        return super().forward(y, physics)
+
+
+def test_statistics_sources_report_per_step_columns():
+    images = smooth_images(4)
+    trainer = Trainer(
+        CountingAdjoint().to(DTYPE),
+        make_physics(0),
+        [images[:2], images[2:]],
+        baselines=None,
+        progress=False,
+        tensorboard=False,
+    )
+    history = trainer.fit()["train"]
+    for (epoch, iteration), record, x in zip(
+        [(0, 0), (0, 1)], history, [images[:2], images[2:]], strict=True
+    ):
+        assert record["calls"] == 1 and isinstance(record["calls"], int)  # reset every step
+        y = trainer.measure(x, epoch, iteration)
+        assert record["mean_abs_y"] == pytest.approx(float(y.abs().mean()), rel=1e-12)
+        assert "cg_forward" not in record  # no fidelity, no CG columns
+    plain = Trainer(AdjointModel().to(DTYPE), make_physics(0), [images], progress=False)
+    assert set(plain.fit()["train"][0]) == {
+        "step",
+        "epoch",
+        "iteration",
+        "loss",
+        "time_s",
+        "lr",
+        "data_time_s",
+    }
+
+
 def test_training_improves_eval_psnr_and_writes_outputs(tmp_path):
     trainer = make_trainer(
         tmp_path,

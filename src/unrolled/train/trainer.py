@@ -95,16 +95,10 @@ class Trainer:
         baseline_data: images the ``"auto"`` baselines' weights are picked on (default:
             the training batches); like the evaluation images, but not them.
 
-    A step's record (``history["train"]``, ``train_log.csv/jsonl``) has ``step`` (1-based,
-    in all), ``epoch`` (0-based), ``iteration`` (1-based, in the epoch), ``loss``,
-    ``time_s``, ``data_time_s``, ``lr``; the columns the model's statistics sources
-    report (:mod:`unrolled.train.statistics`; the :class:`unrolled.L2` fidelity:
-    ``cg_forward`` / ``cg_backward`` mean CG iterations per solve, ``cg_unconverged``
-    samples stopped at ``max_iter`` out of ``cg_solves``); the memory columns on
-    measured steps, ``skipped`` on skipped ones. An evaluation record
-    (``history["eval"]``) has ``step``, ``epoch`` (epochs done), ``psnr``,
-    ``psnr_determined`` (the region the measurement determines), ``ssim``, the same of
-    the best baseline (``psnr_baseline``, ... and its name in ``baseline``) and ``n``.
+    Each step and each evaluation adds a record to :attr:`history` (its columns are
+    listed in the training guide); the step records include the counts the model's
+    statistics sources report (:mod:`unrolled.train.statistics`), e.g. the CG
+    iterations of an :class:`unrolled.L2` fidelity.
 
     Unconverged solves are counted in :attr:`unconverged` and reported once per epoch
     (:class:`~unrolled.train.UnconvergedSolvesWarning`). With ``out_dir``, :meth:`fit`
@@ -377,21 +371,14 @@ class Trainer:
         the weights of process 0 are used."""
         return self.evaluator.fit_baselines()
 
-    @property
-    def baselines(self) -> list[Baseline] | None:
-        """The fitted baselines (``None`` before :meth:`fit_baselines` with ``"auto"``)."""
-        return self.evaluator.baselines
-
-    @property
-    def baseline_scores(self) -> dict[str, dict] | None:
-        """Per baseline label, its scores on ``eval_data`` (after the first evaluation)."""
-        return self.evaluator.scores
-
-    @property
-    def baseline_loss(self) -> tuple[str, float] | None:
-        """``(label, loss)`` of the best baseline on the training batches: the level the
-        loss curve is drawn against."""
-        return self.evaluator.loss_level
+    baselines = property(lambda self: self.evaluator.baselines, doc="The fitted baselines.")
+    baseline_scores = property(
+        lambda self: self.evaluator.scores, doc="Per baseline, its scores on ``eval_data``."
+    )
+    baseline_loss = property(
+        lambda self: self.evaluator.loss_level,
+        doc="``(label, loss)`` of the best baseline on the training batches.",
+    )
 
     def save_reconstructions(
         self, path: str | os.PathLike, data: Iterable | None = None, n: int = 4
