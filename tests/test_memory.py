@@ -7,16 +7,15 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 import unrolled as ur
-from unrolled.train import (
-    PeakMemoryMeter,
-    SavedTensorMeter,
-    peak_allocated,
-    peak_rss_subprocess,
-)
+from unrolled.train import PeakMemoryMeter, SavedTensorMeter, _profiler, peak_rss_subprocess
+
+
+def seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
 
 
 def test_saved_tensor_meter_counts_a_storage_once_and_releases_it():
-    a = torch.randn(1000, dtype=torch.float32, requires_grad=True)
+    a = torch.randn(1000, generator=seeded(0), dtype=torch.float32, requires_grad=True)
     with SavedTensorMeter() as meter:
         # mul saves both operands: here the same storage, twice.
         y = (a * a).sum()
@@ -29,7 +28,7 @@ def test_saved_tensor_meter_counts_a_storage_once_and_releases_it():
 
 
 def test_saved_tensor_meter_counts_views_of_one_storage_once():
-    a = torch.randn(2, 500, dtype=torch.float64, requires_grad=True)
+    a = torch.randn(2, 500, generator=seeded(1), dtype=torch.float64, requires_grad=True)
     with SavedTensorMeter() as meter:
         y = (a[0] * a[1]).sum()  # two views of one storage
     assert meter.saved_bytes == 1000 * 8
@@ -37,18 +36,32 @@ def test_saved_tensor_meter_counts_views_of_one_storage_once():
     assert meter.current_bytes == 0
 
 
-def test_peak_meter_closed_form():
+@pytest.mark.parametrize("path", ["private", "public"])
+def test_peak_meter_closed_form(path, monkeypatch):
+    if path == "public":  # what a torch release outside the checked range takes
+        monkeypatch.setattr(_profiler, "PRIVATE_RANGE", ((0, 0), (0, 0)))
+    elif not _profiler.uses_private_profiler():
+        pytest.skip(f"torch {torch.__version__} is outside {_profiler.PRIVATE_RANGE}")
     n = 10**6
-
-    def work():
+    with PeakMemoryMeter("cpu") as meter:
         a = torch.empty(n, dtype=torch.float32)
         del a
         b = torch.empty(n // 2, dtype=torch.float32)
         del b
-
-    peak = peak_allocated(work)
     # 4 MB held at most at once; the second buffer comes after the first is freed.
-    assert 4 * n <= peak < 4 * n + 64 * 1024
+    assert 4 * n <= meter.peak_bytes < 4 * n + 64 * 1024
+
+
+def test_private_profiler_only_on_checked_releases(monkeypatch):
+    low, high = _profiler.PRIVATE_RANGE
+    for version, expected in [
+        (f"{low[0]}.{low[1]}.0", True),
+        (f"{high[0]}.{high[1]}.1+cpu", True),
+        (f"{high[0]}.{high[1] + 1}.0.dev20260101+cu124", False),
+        (f"{low[0]}.{low[1] - 1}.0", False),
+    ]:
+        monkeypatch.setattr(torch, "__version__", version)
+        assert _profiler.uses_private_profiler() is expected, version
 
 
 def test_peak_meter_rejects_unknown_device():
@@ -91,12 +104,12 @@ def test_implicit_peak_is_flat_and_below_unroll():
 def test_peak_meter_counts_checkpoint_recomputation():
     n = 2**16
     nbytes = 4 * n
-    x = torch.randn(n, requires_grad=True)
+    x = torch.randn(n, generator=seeded(2), requires_grad=True)
 
     def f(t):
         return t.sin().sin().sin().sin()
 
-    with PeakMemoryMeter() as meter, SavedTensorMeter() as saved:
+    with PeakMemoryMeter() as meter:
         out = checkpoint(f, x, use_reentrant=False).sum()
     forward_peak = meter.peak_bytes
     with PeakMemoryMeter() as meter:
@@ -128,7 +141,7 @@ def test_peak_rss_child_reports_errors_and_paths_are_checked():
     # The child's error path, run in this process (a spawn costs seconds).
     import multiprocessing
 
-    from unrolled.train.memory import _rss_child
+    from unrolled.train.rss import _rss_child
 
     parent, child = multiprocessing.Pipe(duplex=False)
     _rss_child(child, "math:sqrt", None, (-1.0,), {}, [])

@@ -55,7 +55,7 @@ class SolveStats:
         self.__init__()
 
     def as_statistics(self) -> dict[str, float | tuple[float, float]]:
-        """The counts as per-step statistics (see :mod:`unrolled.train.statistics`):
+        """The counts as per-step statistics (see :class:`unrolled.train.StatisticsSource`):
         ``cg_forward`` / ``cg_backward`` mean iterations per solve, ``cg_unconverged``
         samples stopped at ``max_iter`` out of ``cg_solves``."""
         return {

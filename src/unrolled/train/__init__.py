@@ -15,21 +15,15 @@ from .checkpoint import (
 from .convergence import UnconvergedSolves, UnconvergedSolvesWarning, count_unconverged
 from .files import RunWriteError
 from .logs import RunLog, tensorboard_writer
-from .memory import (
-    MemoryReport,
-    PeakMemoryMeter,
-    RSSReport,
-    SavedTensorMeter,
-    cuda_peak,
-    peak_allocated,
-    peak_rss_subprocess,
-)
+from .memory import PeakMemoryMeter, SavedTensorMeter
 from .metrics import mse, psnr
 from .plots import plot_losses, plot_reconstructions
 from .preflight import check_free_space, machine_memory
+from .rss import RSSReport, peak_rss_subprocess
 from .runlock import RunLock, RunLockedError
 from .seeding import derive_seed, epoch_batches, make_loader, rng_state, seeded_noise, set_rng_state
 from .signals import StopSignals, TrainingInterrupted
+from .statistics import StatisticsSource
 from .timer import Timer, median
 from .trainer import Trainer, first_tensor
 
@@ -38,7 +32,6 @@ __all__ = [
     "CheckpointError",
     "CheckpointMismatch",
     "CheckpointWarning",
-    "MemoryReport",
     "PeakMemoryMeter",
     "RSSReport",
     "RunLock",
@@ -46,6 +39,7 @@ __all__ = [
     "RunLog",
     "RunWriteError",
     "SavedTensorMeter",
+    "StatisticsSource",
     "StopSignals",
     "Timer",
     "Trainer",
@@ -55,7 +49,6 @@ __all__ = [
     "check_free_space",
     "check_model_state",
     "count_unconverged",
-    "cuda_peak",
     "derive_seed",
     "distributed",
     "epoch_batches",
@@ -67,7 +60,6 @@ __all__ = [
     "median",
     "mse",
     "numbered_checkpoints",
-    "peak_allocated",
     "peak_rss_subprocess",
     "plot_losses",
     "plot_reconstructions",

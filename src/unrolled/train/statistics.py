@@ -29,7 +29,14 @@ __all__ = ["StatisticsSource", "StepStatistics"]
 
 @runtime_checkable
 class StatisticsSource(Protocol):
-    """A module that reports additive per-step counts (see the module's docstring)."""
+    """A sub-module of a model that reports per-step counts to the trainer.
+
+    The trainer calls ``reset_statistics()`` before each step and ``statistics()`` after
+    it. Each value is additive: a count (summed over the sources and the processes) or
+    a pair ``(total, count)``, reported as ``total / count`` of the sums (0 when the
+    count is 0). An integer count stays an integer in the record. The
+    :class:`unrolled.L2` fidelity is one: its CG iterations and unconverged solves.
+    """
 
     def reset_statistics(self) -> None: ...
 

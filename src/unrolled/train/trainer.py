@@ -97,7 +97,7 @@ class Trainer:
 
     Each step and each evaluation adds a record to :attr:`history` (its columns are
     listed in the training guide); the step records include the counts the model's
-    statistics sources report (:mod:`unrolled.train.statistics`), e.g. the CG
+    statistics sources report (:class:`~unrolled.train.StatisticsSource`), e.g. the CG
     iterations of an :class:`unrolled.L2` fidelity.
 
     Unconverged solves are counted in :attr:`unconverged` and reported once per epoch
