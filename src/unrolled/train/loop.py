@@ -136,7 +136,7 @@ class FitLoop:
     def _step(self, batch: Any, epoch: int, iteration: int) -> dict:
         t = self.trainer
         x = first_tensor(batch).to(t.device, non_blocking=True)
-        return t._step(
+        return t._train_step(
             x,
             lambda: t.measure(x, epoch, iteration),
             done=t.step,

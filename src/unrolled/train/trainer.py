@@ -1,11 +1,14 @@
-"""The training loop: the parts of a run put together, and its override points.
+"""The Trainer: the parts of a training run put together, and its override points.
 
-A :class:`Trainer` is made of parts with one job each: :class:`~.step.TrainStep` (one
-update under the non-finite policy), :class:`~.evaluator.Evaluator` (held-out scores and
-baselines), :class:`~.checkpointer.Checkpointer` (when and where checkpoints go) and
-:class:`~.recorder.RunRecorder` (logs). The loop here moves the run's position (epoch,
-iteration, step), draws the seeded measurements and handles signals. How a run is made
-reproducible, on one process or several, is told in the training guide.
+A :class:`Trainer` is made of parts with one job each: ``step.TrainStep`` (one update
+under the non-finite policy, with the statistics of the step), ``evaluator.Evaluator``
+(held-out scores next to classical baselines), ``checkpointer.Checkpointer`` (when and
+where checkpoints go, what ``resume=`` names), ``recorder.RunRecorder`` (logs) and
+``loop.FitLoop`` (epochs, evaluations, signals). The Trainer holds the model, the
+optimiser and the run's position (epoch, iteration, step), draws the seeded
+measurements and offers :meth:`Trainer.model_inference` and :meth:`Trainer.compute_loss`
+to override. How a run is made reproducible, on one process or several, is told in the
+training guide.
 """
 
 from __future__ import annotations
@@ -186,7 +189,7 @@ class Trainer:
             max_val=max_val,
             baselines=baselines,
         )
-        self._step = TrainStep(
+        self._train_step = TrainStep(
             self.module,
             self.optimizer,
             self.scheduler,
