@@ -395,6 +395,8 @@ def test_more_bad_arguments():
         model_for("admm", beta=0)
     with pytest.raises(ValueError, match="^algorithm: expected"):
         build("fista", layers=2, denoiser=Shrink())
+    with pytest.raises(TypeError, match="^algorithm: expected"):
+        build(HQS, layers=2, denoiser=Shrink())
     with pytest.raises(ValueError, match="^denoiser, prior: expected exactly one of them"):
         HQS(layers=2)
     with pytest.raises(ValueError, match="^denoiser, prior: expected exactly one of them"):

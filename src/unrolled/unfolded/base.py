@@ -130,8 +130,8 @@ class Unfolded(nn.Module, metaclass=abc.ABCMeta):
         unknown = sorted(set(scalars) - set(declared))
         if unknown:
             raise TypeError(
-                f"{unknown[0]}: not an argument of {type(self).__name__}, whose scalars are "
-                f"{tuple(declared)}"
+                f"{unknown[0]}: expected a keyword argument of {type(self).__name__} (its "
+                f"scalars are {', '.join(declared)}), got an unknown keyword"
             )
         check_int("layers", layers, minimum=1)
         if (denoiser is None) == (prior is None):
