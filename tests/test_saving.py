@@ -1,11 +1,13 @@
 """ur.save / ur.load: a model rebuilt from data, bit-identical outputs, refusals."""
 
+import doctest
 import pickle
 
 import pytest
 import torch
 
 import unrolled as ur
+import unrolled.saving
 from unrolled.saving import ModelFileError, describe, load_file
 
 
@@ -120,3 +122,8 @@ def test_a_file_that_cannot_be_rebuilt_is_a_value_error_naming_it(tmp_path):
     with pytest.raises(ModelFileError, match=r"m\.pt: cannot be rebuilt \(denoiser: expected"):
         ur.load(path)
     assert issubclass(ModelFileError, ValueError)
+
+
+def test_the_docstring_examples_run():
+    result = doctest.testmod(unrolled.saving, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0, result

@@ -3,6 +3,7 @@ two backward modes, layer checkpointing, parameter sharing and input checks."""
 
 from __future__ import annotations
 
+import doctest
 import inspect
 
 import pytest
@@ -11,6 +12,7 @@ from torch import nn
 from torch.autograd.graph import saved_tensors_hooks
 
 import unrolled as ur
+import unrolled.unfolded.hqs
 from unrolled.models import DnCNN, PnP
 from unrolled.physics import Blur, GaussianNoise, gaussian_kernel
 from unrolled.unfolded import ADMM, DRS, HQS, PGD, ScalarSpec, Unfolded, build
@@ -503,3 +505,8 @@ def test_a_scalar_declaration_is_checked():
         ScalarSpec("beta", "1")
     with pytest.raises(TypeError, match="^name: expected a Python identifier"):
         ScalarSpec("step size", 1.0)
+
+
+def test_the_docstring_examples_run():
+    result = doctest.testmod(unrolled.unfolded.hqs, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0, result

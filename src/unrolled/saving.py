@@ -199,6 +199,30 @@ def save(
         info: plain values to keep with it (training settings, scores).
 
     Returns the path written.
+
+    Examples:
+        A model written and read back: the same class, the same weights, in eval mode.
+
+        >>> import tempfile, pathlib, torch
+        >>> import unrolled as ur
+        >>> _ = torch.manual_seed(0)
+        >>> model = ur.unfolded.ADMM(layers=2, denoiser=ur.models.DnCNN(1, 1, depth=2))
+        >>> folder = tempfile.TemporaryDirectory()
+        >>> path = ur.save(
+        ...     model,
+        ...     pathlib.Path(folder.name) / "admm.pt",
+        ...     physics={"operator": "blur", "kernel_sigma": 1.0},
+        ...     info={"epochs": 0},
+        ... )
+        >>> loaded = ur.load(path)
+        >>> type(loaded).__name__, loaded.training
+        ('ADMM', False)
+        >>> same = zip(loaded.state_dict().values(), model.state_dict().values())
+        >>> all(torch.equal(a, b) for a, b in same)
+        True
+        >>> ur.saving.load_file(path).info
+        {'epochs': 0}
+        >>> folder.cleanup()
     """
     path = _check_path(path)
     payload = {
@@ -251,5 +275,18 @@ def load_file(path: str | os.PathLike, map_location: Any = "cpu") -> SavedModel:
 
 def load(path: str | os.PathLike, map_location: Any = "cpu") -> nn.Module:
     """The trained model in the file ``path`` (written by :func:`save`, by ``unrolled
-    demo`` or by ``unrolled train``), in eval mode, called as ``model(y, physics)``."""
+    demo`` or by ``unrolled train``), in eval mode, called as ``model(y, physics)``.
+
+    Examples:
+        The model that ships with the package, and what it was trained for:
+
+        >>> from importlib import resources
+        >>> import unrolled as ur
+        >>> path = resources.files("unrolled.weights") / "hqs_blur.pt"
+        >>> model = ur.load(path)
+        >>> type(model).__name__, model.layers, model.training
+        ('HQS', 5, False)
+        >>> ur.saving.load_file(path).physics["operator"]
+        'blur'
+    """
     return load_file(path, map_location).model
