@@ -133,7 +133,7 @@ class Unfolded(nn.Module, metaclass=abc.ABCMeta):
                 f"{unknown[0]}: expected a keyword argument of {type(self).__name__} (its "
                 f"scalars are {', '.join(declared)}), got an unknown keyword"
             )
-        check_int("layers", layers, minimum=1)
+        layers = check_int("layers", layers, minimum=1)
         if (denoiser is None) == (prior is None):
             raise ValueError(
                 "denoiser, prior: expected exactly one of them, got "
