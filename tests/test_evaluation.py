@@ -10,6 +10,7 @@ from unrolled.evaluation import (
     Baseline,
     determined_region,
     fit_baselines,
+    format_scores,
     psnr,
     score_methods,
     smooth_least_squares,
@@ -154,3 +155,49 @@ def test_fit_baselines_picks_the_weight_that_scores_best_on_validation():
     # psnr returns float32 per image; score_methods averages in float64
     assert scores["t"]["psnr"] == pytest.approx(score(fitted.lam), abs=1e-5)
     assert scores["t"]["n"] == 2
+
+
+# -- arguments: a wrong type is a TypeError, a wrong value a ValueError, each naming it -----
+
+
+def _calls():
+    x = torch.rand(1, 1, 12, 12, generator=torch.Generator().manual_seed(2))
+    blur = Blur(gaussian_kernel(1.0), padding="valid")
+    y = blur.A(x)
+    scores = {"a": {"psnr": 1.0, "psnr_determined": 1.0, "ssim": 0.5}}
+    wrong_types = {
+        "x_hat": lambda: psnr(x.numpy(), x),
+        "max_val": lambda: ssim(x, x, max_val="1"),
+        "region": lambda: psnr(x, x, region=[[True]]),
+        "lam": lambda: tikhonov(blur, y, "0.1"),
+        "kind": lambda: Baseline(None, 0.1),
+        "normalised": lambda: Baseline("initial", None, 1),
+        "kinds": lambda: fit_baselines(blur, [(x, y)], kinds="tikhonov"),
+        "shape": lambda: determined_region(blur, 12),
+    }
+    wrong_values = {
+        "x_hat": lambda: psnr(x[..., :4], x),
+        "max_val": lambda: psnr(x, x, max_val=float("nan")),
+        "region": lambda: ssim(x, x, region=torch.zeros(12, 12, dtype=torch.bool)),
+        "lam": lambda: smooth_least_squares(blur, y, -1.0),
+        "kind": lambda: Baseline("wiener", 0.1),
+        "kinds": lambda: fit_baselines(blur, [(x, y)], kinds=("wiener",)),
+        "grid": lambda: fit_baselines(blur, [(x, y)], grid=(0.1, 0.0)),
+        "validation": lambda: fit_baselines(blur, []),
+        "shape": lambda: determined_region(blur, (12,)),
+        "best_of": lambda: format_scores(scores, best_of=["b"]),
+    }
+    return wrong_types, wrong_values
+
+
+@pytest.mark.parametrize("argument", list(_calls()[0]))
+def test_wrong_types_are_type_errors_naming_the_argument(argument):
+    with pytest.raises(TypeError, match=rf"^{argument}: expected .*, got "):
+        _calls()[0][argument]()
+
+
+@pytest.mark.parametrize("argument", list(_calls()[1]))
+def test_wrong_values_are_value_errors_naming_the_argument(argument):
+    with pytest.raises(ValueError, match=rf"^{argument}: expected .*, got ") as caught:
+        _calls()[1][argument]()
+    assert type(caught.value) is ValueError

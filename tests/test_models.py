@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from unrolled.models import DnCNN, PnP, UNet
+from unrolled.models import ComplexDenoiser, DnCNN, PnP, UNet
 
 
 def _images(b=2, c=3, h=8, w=8, dtype=torch.float32, seed=0):
@@ -112,10 +112,10 @@ def test_dncnn_rejects_bad_inputs():
         model(x, torch.tensor([0.1, -0.1]))
     with pytest.raises(ValueError, match="sigma"):
         model(x, torch.ones(3))
-    with pytest.raises(ValueError, match="out_channels"):
-        DnCNN(3, 1, residual=True)
-    with pytest.raises(ValueError, match="depth"):
-        DnCNN(depth=1)
+    with pytest.raises(TypeError, match="^x: expected a torch.Tensor, got ndarray of shape"):
+        model(x.numpy(), 0.1)
+    with pytest.raises(TypeError, match="^sigma: expected a number >= 0 or a tensor, got '0.1'"):
+        model(x, "0.1")
 
 
 # -- UNet --------------------------------------------------------------------------------
@@ -149,8 +149,6 @@ def test_unet_is_a_function_of_each_sample_and_residual_flag():
 
 
 def test_unet_rejects_bad_inputs():
-    with pytest.raises(ValueError, match="levels"):
-        UNet(levels=0)
     with pytest.raises(ValueError, match="complex"):
         x = _images(c=3)
         UNet(base=4)(torch.complex(x, x), 0.1)
@@ -168,5 +166,67 @@ def test_pnp_prox_is_the_denoiser():
     assert sum(p.numel() for p in prior.parameters()) == sum(
         p.numel() for p in denoiser.parameters()
     )
-    with pytest.raises(ValueError, match="denoiser"):
+    with pytest.raises(TypeError, match="^denoiser: expected an nn.Module.*, got a function"):
         PnP(lambda x, s: x)
+
+
+# -- constructor arguments: a wrong type is a TypeError, a wrong value a ValueError ------
+
+SHARED_WRONG_TYPES = [
+    ({"in_channels": 1.0}, "in_channels"),
+    ({"out_channels": "3"}, "out_channels"),
+    ({"bias": 1}, "bias"),
+    ({"residual": None}, "residual"),
+    ({"last_init_scale": "0.1"}, "last_init_scale"),
+]
+SHARED_WRONG_VALUES = [
+    ({"in_channels": 0}, "in_channels"),
+    ({"in_channels": 3, "out_channels": 1}, "out_channels"),  # residual needs equal channels
+    ({"last_init_scale": -0.1}, "last_init_scale"),
+    ({"last_init_scale": float("inf")}, "last_init_scale"),
+]
+CONSTRUCTORS = {
+    "DnCNN": (
+        DnCNN,
+        [({"depth": 2.0}, "depth"), ({"features": True}, "features")],
+        [({"depth": 1}, "depth"), ({"features": 0}, "features")],
+    ),
+    "UNet": (
+        UNet,
+        [({"levels": 2.0}, "levels"), ({"base": "4"}, "base")],
+        [({"levels": 0}, "levels"), ({"levels": 7}, "levels"), ({"base": 0}, "base")],
+    ),
+}
+
+
+def _argument_cases(kind):
+    index = 1 if kind == "type" else 2
+    shared = SHARED_WRONG_TYPES if kind == "type" else SHARED_WRONG_VALUES
+    return [
+        pytest.param(cls, kwargs, argument, id=f"{name}-{argument}")
+        for name, (cls, *own) in CONSTRUCTORS.items()
+        for kwargs, argument in shared + own[index - 1]
+    ]
+
+
+@pytest.mark.parametrize(("cls", "kwargs", "argument"), _argument_cases("type"))
+def test_wrong_constructor_types_are_type_errors(cls, kwargs, argument):
+    with pytest.raises(TypeError, match=rf"^{argument}: expected .*, got "):
+        cls(**kwargs)
+
+
+@pytest.mark.parametrize(("cls", "kwargs", "argument"), _argument_cases("value"))
+def test_wrong_constructor_values_are_value_errors(cls, kwargs, argument):
+    with pytest.raises(ValueError, match=rf"^{argument}: .*got ") as caught:
+        cls(**kwargs)
+    assert type(caught.value) is ValueError
+
+
+def test_complex_denoiser_arguments():
+    with pytest.raises(TypeError, match="^denoiser: expected an nn.Module"):
+        ComplexDenoiser("dncnn")
+    model = ComplexDenoiser(DnCNN(2, 2, depth=2, features=4))
+    with pytest.raises(TypeError, match="^x: expected a complex tensor"):
+        model([[1j]], 0.1)
+    with pytest.raises(ValueError, match=r"^x: expected a complex tensor .*got shape \(1, 1, 4\)"):
+        model(torch.ones(1, 1, 4, dtype=torch.complex64), 0.1)

@@ -1,11 +1,13 @@
 """ur.save / ur.load: a model rebuilt from data, bit-identical outputs, refusals."""
 
+import doctest
 import pickle
 
 import pytest
 import torch
 
 import unrolled as ur
+import unrolled.saving
 from unrolled.saving import ModelFileError, describe, load_file
 
 
@@ -92,3 +94,36 @@ def test_save_refuses_what_it_cannot_describe(tmp_path):
 
     with pytest.raises(TypeError, match="Custom"):
         ur.save(_model(denoiser=Custom()), tmp_path / "m.pt")
+
+
+def test_wrong_arguments_are_type_errors_naming_them(tmp_path):
+    model = _model()
+    with pytest.raises(TypeError, match="^model: expected an unfolded algorithm, got a DnCNN"):
+        ur.save(ur.models.DnCNN(1, 1, depth=2), tmp_path / "m.pt")
+    with pytest.raises(TypeError, match="^path: expected a str or os.PathLike, got 3"):
+        ur.save(model, 3)
+    with pytest.raises(TypeError, match="^physics: expected a dict of plain values or None"):
+        ur.save(model, tmp_path / "m.pt", physics=["blur"])
+    with pytest.raises(TypeError, match="^info: expected a dict of plain values or None"):
+        ur.save(model, tmp_path / "m.pt", info="trained")
+    with pytest.raises(TypeError, match="^model: expected a CG preconditioner None or 'auto'"):
+        model.fidelity = ur.L2(solver=ur.CG(preconditioner=lambda r: r))
+        ur.save(model, tmp_path / "m.pt")
+    assert not (tmp_path / "m.pt").exists()
+    with pytest.raises(TypeError, match="^path: expected a str or os.PathLike, got None"):
+        ur.load(None)
+
+
+def test_a_file_that_cannot_be_rebuilt_is_a_value_error_naming_it(tmp_path):
+    path = ur.save(_model(), tmp_path / "m.pt")
+    payload = torch.load(path, weights_only=True)
+    payload["model"]["denoiser"]["type"] = "Wiener"
+    torch.save(payload, path)
+    with pytest.raises(ModelFileError, match=r"m\.pt: cannot be rebuilt \(denoiser: expected"):
+        ur.load(path)
+    assert issubclass(ModelFileError, ValueError)
+
+
+def test_the_docstring_examples_run():
+    result = doctest.testmod(unrolled.saving, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0, result

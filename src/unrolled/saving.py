@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._validation import describe as describe_value
 from .fidelity import L2
 from .linalg.cg import CG
 from .models import ComplexDenoiser, DnCNN, PnP, UNet
@@ -50,6 +51,22 @@ class SavedModel:
     model: nn.Module
     physics: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+
+
+def _check_path(path) -> Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path: expected a str or os.PathLike, got {describe_value(path)}")
+    return Path(path)
+
+
+def _check_plain_dict(name: str, value) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise TypeError(
+            f"{name}: expected a dict of plain values or None, got {describe_value(value)}"
+        )
+    return dict(value)
 
 
 # -- model -> plain description ----------------------------------------------------------
@@ -80,8 +97,9 @@ def _describe_denoiser(module: nn.Module) -> dict:
             "residual": module.residual,
         }
     raise TypeError(
-        f"model: cannot describe a denoiser of type {type(module).__name__} as data; "
-        "known: DnCNN, UNet, ComplexDenoiser (save its state_dict with torch.save instead)"
+        "model: expected a denoiser that can be described as data (DnCNN, UNet, "
+        f"ComplexDenoiser), got {describe_value(module)}; "
+        "save its state_dict with torch.save instead"
     )
 
 
@@ -89,8 +107,8 @@ def _describe_solver(solver: CG) -> dict:
     values = dataclasses.asdict(solver)
     if not (values["preconditioner"] is None or isinstance(values["preconditioner"], str)):
         raise TypeError(
-            "model: the CG preconditioner is a callable, which a model file cannot hold; "
-            "use None or 'auto'"
+            "model: expected a CG preconditioner None or 'auto' (a model file cannot hold "
+            f"a callable), got {describe_value(values['preconditioner'])}"
         )
     return values
 
@@ -99,7 +117,7 @@ def describe(model: nn.Module) -> dict:
     """The plain description of an unfolded ``model`` that :func:`load` rebuilds it from
     (every value a str, number, bool, list or dict)."""
     if not isinstance(model, Unfolded):
-        raise TypeError(f"model: expected an unfolded algorithm, got {type(model).__name__}")
+        raise TypeError(f"model: expected an unfolded algorithm, got {describe_value(model)}")
     name = next((k for k, cls in ALGORITHMS.items() if type(model) is cls), None)
     if name is None:
         raise TypeError(
@@ -107,10 +125,11 @@ def describe(model: nn.Module) -> dict:
             f"got {type(model).__name__}"
         )
     if not isinstance(model.fidelity, L2):
-        raise TypeError(f"model: expected an L2 data term, got {type(model.fidelity).__name__}")
-    priors = [p for p in model.priors]
-    if not all(isinstance(p, PnP) for p in priors):
-        raise TypeError("model: expected denoiser priors (PnP), got another prior")
+        raise TypeError(f"model: expected an L2 data term, got {describe_value(model.fidelity)}")
+    priors = list(model.priors)
+    others = [p for p in priors if not isinstance(p, PnP)]
+    if others:
+        raise TypeError(f"model: expected denoiser priors (PnP), got {describe_value(others[0])}")
     scalars = model.scalars
     return {
         "algorithm": name,
@@ -180,14 +199,39 @@ def save(
         info: plain values to keep with it (training settings, scores).
 
     Returns the path written.
+
+    Examples:
+        A model written and read back: the same class, the same weights, in eval mode.
+
+        >>> import tempfile, pathlib, torch
+        >>> import unrolled as ur
+        >>> _ = torch.manual_seed(0)
+        >>> model = ur.unfolded.ADMM(layers=2, denoiser=ur.models.DnCNN(1, 1, depth=2))
+        >>> folder = tempfile.TemporaryDirectory()
+        >>> path = ur.save(
+        ...     model,
+        ...     pathlib.Path(folder.name) / "admm.pt",
+        ...     physics={"operator": "blur", "kernel_sigma": 1.0},
+        ...     info={"epochs": 0},
+        ... )
+        >>> loaded = ur.load(path)
+        >>> type(loaded).__name__, loaded.training
+        ('ADMM', False)
+        >>> same = zip(loaded.state_dict().values(), model.state_dict().values())
+        >>> all(torch.equal(a, b) for a, b in same)
+        True
+        >>> ur.saving.load_file(path).info
+        {'epochs': 0}
+        >>> folder.cleanup()
     """
+    path = _check_path(path)
     payload = {
         "format": MODEL_FORMAT,
         "version": MODEL_VERSION,
         "model": describe(model),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "physics": dict(physics or {}),
-        "info": dict(info or {}),
+        "physics": _check_plain_dict("physics", physics),
+        "info": _check_plain_dict("info", info),
     }
     return atomic_torch_save(payload, path)
 
@@ -196,7 +240,7 @@ def load_file(path: str | os.PathLike, map_location: Any = "cpu") -> SavedModel:
     """Read a model file written by :func:`save`: the model (eval mode), the physics
     description and the info. Raises :class:`ModelFileError` naming the file when it is
     missing, damaged, not a model file, or holds objects that need code to load."""
-    path = Path(path)
+    path = _check_path(path)
     if not path.is_file():
         raise ModelFileError(f"model {path}: no such file")
     try:
@@ -231,5 +275,18 @@ def load_file(path: str | os.PathLike, map_location: Any = "cpu") -> SavedModel:
 
 def load(path: str | os.PathLike, map_location: Any = "cpu") -> nn.Module:
     """The trained model in the file ``path`` (written by :func:`save`, by ``unrolled
-    demo`` or by ``unrolled train``), in eval mode, called as ``model(y, physics)``."""
+    demo`` or by ``unrolled train``), in eval mode, called as ``model(y, physics)``.
+
+    Examples:
+        The model that ships with the package, and what it was trained for:
+
+        >>> from importlib import resources
+        >>> import unrolled as ur
+        >>> path = resources.files("unrolled.weights") / "hqs_blur.pt"
+        >>> model = ur.load(path)
+        >>> type(model).__name__, model.layers, model.training
+        ('HQS', 5, False)
+        >>> ur.saving.load_file(path).physics["operator"]
+        'blur'
+    """
     return load_file(path, map_location).model

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._validation import check_bool, check_choice, check_real
 from ..linalg.cg import CG, cg
 from ..linalg.operator import LinearOperator
 from ..linalg.prox import prox_l2
@@ -54,6 +55,7 @@ def tikhonov(
     physics: LinearOperator, y: Tensor, lam: float, *, solver: CG = BASELINE_SOLVER
 ) -> Tensor:
     """``argmin_x 1/2 ||A x - y||^2 + lam/2 ||x - x0||^2``, ``x0`` the initial estimate."""
+    lam = check_real("lam", lam, positive=True)
     x0 = initial_estimate(physics, y)
     with torch.no_grad():
         return prox_l2(physics, x0, y, 1.0 / lam, solver=solver)
@@ -76,6 +78,7 @@ def smooth_least_squares(
     """``argmin_x 1/2 ||A x - y||^2 + lam/2 ||D x||^2`` (``D``: forward differences) by CG,
     started from the initial estimate. ``A^H A + lam D^T D`` is positive definite as long
     as ``A`` does not vanish on constant images."""
+    lam = check_real("lam", lam, minimum=0)
     with torch.no_grad():
         x0 = initial_estimate(physics, y)
         b = physics.A_adjoint(y)
@@ -108,6 +111,15 @@ class Baseline:
     kind: str
     lam: float | None = None
     normalised: bool = True  # whether the initial estimate divides by A^H 1 (for the label)
+
+    def __post_init__(self):
+        check_choice("kind", self.kind, BASELINES)
+        if self.kind == "initial":
+            if self.lam is not None:
+                raise ValueError(f"lam: expected None for the initial estimate, got {self.lam!r}")
+        else:
+            check_real("lam", self.lam, positive=True)
+        check_bool("normalised", self.normalised)
 
     @property
     def label(self) -> str:
@@ -150,9 +162,14 @@ def fit_baselines(
             unimodal in ``log lam`` for these problems), to within 1/8 of a decade.
         max_val: peak value for the PSNR.
     """
+    if isinstance(kinds, str) or not all(isinstance(k, str) for k in kinds):
+        raise TypeError(f"kinds: expected a sequence of names among {BASELINES}, got {kinds!r}")
     unknown = [k for k in kinds if k not in BASELINES]
     if unknown:
         raise ValueError(f"kinds: expected names among {BASELINES}, got {unknown}")
+    for lam in grid:
+        check_real("grid", lam, positive=True)
+    check_real("max_val", max_val, positive=True)
     if not validation:
         raise ValueError("validation: expected at least one (x, y) pair, got none")
     normalised = _has_nonnegative_weights(physics)
@@ -172,6 +189,8 @@ def fit_baselines(
                 scores[lam] = score(lam)
             best = max(scores, key=scores.get)
         if not math.isfinite(scores[best]):
-            raise ValueError(f"validation: no weight in the grid gives a finite PSNR for {kind}")
+            raise ValueError(
+                f"validation: expected a weight in the grid with a finite PSNR for {kind}, got none"
+            )
         fitted.append(Baseline(kind, float(best), normalised))
     return fitted

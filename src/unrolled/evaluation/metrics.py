@@ -6,11 +6,11 @@ MRI). Every metric is computed in float64 under ``no_grad`` and returned per sam
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .._validation import check_real, describe
 
 __all__ = ["mse", "psnr", "ssim"]
 
@@ -24,7 +24,7 @@ SSIM_K1, SSIM_K2 = 0.01, 0.03
 def _check_pair(x_hat: Tensor, x: Tensor) -> None:
     for name, t in (("x_hat", x_hat), ("x", x)):
         if not isinstance(t, Tensor):
-            raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+            raise TypeError(f"{name}: expected a torch.Tensor, got {describe(t)}")
         if t.ndim < 1:
             raise ValueError(f"{name}: expected a batched tensor (B, ...), got a 0-d tensor")
     if x_hat.shape != x.shape:
@@ -33,19 +33,15 @@ def _check_pair(x_hat: Tensor, x: Tensor) -> None:
         )
 
 
-def _check_max_val(max_val) -> None:
-    if isinstance(max_val, bool) or not isinstance(max_val, (int, float)):
-        raise TypeError(f"max_val: expected a number, got {type(max_val).__name__}")
-    if not (math.isfinite(max_val) and max_val > 0):
-        raise ValueError(f"max_val: expected a finite number > 0, got {max_val!r}")
+def _check_region(region: Tensor | None) -> None:
+    if region is not None and not isinstance(region, Tensor):
+        raise TypeError(f"region: expected a bool tensor or None, got {describe(region)}")
 
 
 def _region(region: Tensor | None, x: Tensor) -> Tensor | None:
     """``region`` broadcast to ``x``'s shape as float64 weights, or ``None`` (everywhere)."""
     if region is None:
         return None
-    if not isinstance(region, Tensor):
-        raise TypeError(f"region: expected a bool tensor or None, got {type(region).__name__}")
     try:
         mask = torch.broadcast_to(region, x.shape)
     except RuntimeError:
@@ -84,7 +80,8 @@ def psnr(x_hat: Tensor, x: Tensor, max_val: float = 1.0, *, region: Tensor | Non
         differentiable.
     """
     _check_pair(x_hat, x)
-    _check_max_val(max_val)
+    max_val = check_real("max_val", max_val, positive=True)
+    _check_region(region)
     with torch.no_grad():
         a, b = _magnitudes(x_hat, x)
         err = (a - b).square()
@@ -121,7 +118,8 @@ def ssim(x_hat: Tensor, x: Tensor, max_val: float = 1.0, *, region: Tensor | Non
     Returns a ``(B,)`` tensor in the real dtype of ``x``, not differentiable.
     """
     _check_pair(x_hat, x)
-    _check_max_val(max_val)
+    max_val = check_real("max_val", max_val, positive=True)
+    _check_region(region)
     if x.ndim == 3:
         x_hat, x = x_hat.unsqueeze(1), x.unsqueeze(1)
         region = None if region is None else region.unsqueeze(-3)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from .._validation import check_int, describe
 from ..linalg.operator import LinearOperator
 from ..physics import Blur, Downsampling, Inpainting
 
@@ -34,7 +35,11 @@ def _valid_interior(shape: Sequence[int], kh: int, kw: int, device) -> Tensor:
 def determined_region(physics: LinearOperator, shape: Sequence[int]) -> Tensor:
     """A bool mask, broadcastable to images of ``shape`` ``(..., H, W)``, of the pixels
     the measurement determines (see the module's description)."""
-    shape = tuple(int(s) for s in shape)
+    if not isinstance(shape, Sequence) or isinstance(shape, str):
+        raise TypeError(
+            f"shape: expected a sequence of integers (..., H, W), got {describe(shape)}"
+        )
+    shape = tuple(check_int("shape", s, minimum=0) for s in shape)
     if len(shape) < 2:
         raise ValueError(f"shape: expected (..., H, W), got {shape}")
     blur = physics.blur if isinstance(physics, Downsampling) else physics

@@ -73,6 +73,9 @@ def score_methods(
 def format_scores(scores: Mapping[str, Mapping[str, float]], *, best_of: Sequence[str] = ()) -> str:
     """A text table, one line per method; ``best_of`` names the baselines whose best
     PSNR the other lines are compared with (a ``vs best baseline`` column)."""
+    unknown = [b for b in best_of if b not in scores]
+    if unknown:
+        raise ValueError(f"best_of: expected names among {list(scores)}, got {unknown}")
     ref = (
         {m: max(scores[b][m] for b in best_of) for m in ("psnr", "psnr_determined")}
         if best_of

@@ -8,14 +8,22 @@ from numbers import Real
 import torch
 from torch import Tensor, nn
 
-__all__ = ["check_image", "kaiming_init", "noise_level_map", "with_noise_level"]
+from .._validation import describe
+
+__all__ = [
+    "check_denoiser",
+    "check_image",
+    "kaiming_init",
+    "noise_level_map",
+    "with_noise_level",
+]
 
 
 def check_image(x: Tensor, channels: int, owner: str, dtype: torch.dtype | None = None) -> None:
     """Refuse anything but a real ``(B, channels, H, W)`` floating tensor (of ``dtype``,
     the network's, when given)."""
     if not isinstance(x, Tensor):
-        raise ValueError(f"x: expected a torch.Tensor, got {type(x).__name__}")
+        raise TypeError(f"x: expected a torch.Tensor, got {describe(x)}")
     if x.is_complex():
         raise ValueError(
             f"x: {owner} expects real images (B, C, H, W), got a complex tensor; "
@@ -32,6 +40,16 @@ def check_image(x: Tensor, channels: int, owner: str, dtype: torch.dtype | None 
         )
 
 
+def check_denoiser(denoiser: nn.Module) -> nn.Module:
+    """Refuse anything but an ``nn.Module`` (called as ``denoiser(x, sigma)``)."""
+    if not isinstance(denoiser, nn.Module):
+        raise TypeError(
+            "denoiser: expected an nn.Module called as denoiser(x, sigma), "
+            f"got {describe(denoiser)}"
+        )
+    return denoiser
+
+
 def noise_level_map(sigma: float | Tensor, x: Tensor) -> Tensor:
     """The constant ``(B, 1, H, W)`` channel holding the noise level of each sample.
 
@@ -41,7 +59,7 @@ def noise_level_map(sigma: float | Tensor, x: Tensor) -> Tensor:
     """
     b, _, h, w = x.shape
     if isinstance(sigma, bool) or not isinstance(sigma, (Real, Tensor)):
-        raise ValueError(f"sigma: expected a number >= 0 or a tensor, got {type(sigma).__name__}")
+        raise TypeError(f"sigma: expected a number >= 0 or a tensor, got {describe(sigma)}")
     if not isinstance(sigma, Tensor):
         if not (math.isfinite(sigma) and 0 <= sigma <= torch.finfo(x.dtype).max):
             raise ValueError(

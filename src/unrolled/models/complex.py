@@ -5,6 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .._validation import describe
+from ._inputs import check_denoiser
+
 __all__ = ["ComplexDenoiser"]
 
 
@@ -20,22 +23,17 @@ class ComplexDenoiser(nn.Module):
 
     def __init__(self, denoiser: nn.Module):
         super().__init__()
-        if not isinstance(denoiser, nn.Module):
-            raise ValueError(
-                f"denoiser: expected an nn.Module called as denoiser(x, sigma), "
-                f"got {type(denoiser).__name__}"
-            )
-        self.denoiser = denoiser
+        self.denoiser = check_denoiser(denoiser)
 
     def forward(self, x: Tensor, sigma: float | Tensor) -> Tensor:
         """Denoise complex ``x`` ``(B, C, H, W)``; returns a complex ``(B, C, H, W)``."""
-        if not isinstance(x, Tensor) or not x.is_complex() or x.ndim != 4:
-            got = (
-                f"shape {tuple(x.shape)}, dtype {x.dtype}"
-                if isinstance(x, Tensor)
-                else type(x).__name__
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x: expected a complex tensor (B, C, H, W), got {describe(x)}")
+        if not x.is_complex() or x.ndim != 4:
+            raise ValueError(
+                f"x: expected a complex tensor (B, C, H, W), got shape {tuple(x.shape)}, "
+                f"dtype {x.dtype}"
             )
-            raise ValueError(f"x: expected a complex tensor (B, C, H, W), got {got}")
         c = x.shape[1]
         out = self.denoiser(torch.cat([x.real, x.imag], dim=1), sigma)
         if out.shape[1] != 2 * c:

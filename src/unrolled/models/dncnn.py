@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ._inputs import check_image, kaiming_init, with_noise_level
+from .._validation import check_int
+from ._base import NoiseLevelDenoiser
+from ._inputs import kaiming_init
 
 __all__ = ["DnCNN"]
 
 
-class DnCNN(nn.Module):
+class DnCNN(NoiseLevelDenoiser):
     """A DnCNN denoiser ``D(x, sigma)`` for real images ``(B, C, H, W)``.
 
     Layers: ``conv3x3 + ReLU``, ``(depth - 2) x [conv3x3 + ReLU]``, ``conv3x3``; no batch
@@ -48,25 +50,11 @@ class DnCNN(nn.Module):
         *,
         last_init_scale: float = 0.1,
     ):
-        super().__init__()
-        for name, value, low in (
-            ("in_channels", in_channels, 1),
-            ("out_channels", out_channels, 1),
-            ("depth", depth, 2),
-            ("features", features, 1),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
-        if residual and in_channels != out_channels:
-            raise ValueError(
-                f"out_channels: residual=True needs out_channels == in_channels "
-                f"({in_channels}), got {out_channels}"
-            )
-        if not (isinstance(last_init_scale, (int, float)) and last_init_scale >= 0):
-            raise ValueError(f"last_init_scale: expected a number >= 0, got {last_init_scale!r}")
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.residual = residual
+        check_int("depth", depth, minimum=2)
+        check_int("features", features, minimum=1)
+        super().__init__(
+            in_channels, out_channels, bias=bias, residual=residual, last_init_scale=last_init_scale
+        )
 
         layers: list[nn.Module] = []
         channels = in_channels + 1
@@ -80,12 +68,8 @@ class DnCNN(nn.Module):
         layers.append(last)
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x: Tensor, sigma: float | Tensor) -> Tensor:
-        """Denoise ``x`` ``(B, C, H, W)`` at noise level ``sigma``: a number, a 0-d
-        tensor or a ``(B,)`` tensor. Returns ``(B, out_channels, H, W)``."""
-        check_image(x, self.in_channels, "DnCNN", self.net[-1].weight.dtype)
-        out = self.net(with_noise_level(x, sigma))
-        return x - out if self.residual else out
+    def network(self, t: Tensor) -> Tensor:
+        return self.net(t)
 
     def extra_repr(self) -> str:
         return f"residual={self.residual}"

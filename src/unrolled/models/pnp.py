@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ._inputs import check_denoiser
+
 __all__ = ["PnP"]
 
 
@@ -19,12 +21,7 @@ class PnP(nn.Module):
 
     def __init__(self, denoiser: nn.Module):
         super().__init__()
-        if not isinstance(denoiser, nn.Module):
-            raise ValueError(
-                f"denoiser: expected an nn.Module called as denoiser(x, sigma), "
-                f"got {type(denoiser).__name__}"
-            )
-        self.denoiser = denoiser
+        self.denoiser = check_denoiser(denoiser)
 
     def prox(self, x: Tensor, sigma: float | Tensor) -> Tensor:
         """``D(x, sigma)``, shaped like ``x``."""

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._inputs import check_image, kaiming_init, with_noise_level
+from .._validation import check_int
+from ._base import NoiseLevelDenoiser
+from ._inputs import kaiming_init
 
 __all__ = ["UNet"]
 
@@ -21,7 +25,7 @@ def _block(cin: int, cout: int, bias: bool) -> nn.Sequential:
     return nn.Sequential(convs[0], nn.ReLU(inplace=True), convs[1], nn.ReLU(inplace=True))
 
 
-class UNet(nn.Module):
+class UNet(NoiseLevelDenoiser):
     """A U-Net denoiser ``D(x, sigma)`` for real images ``(B, C, H, W)`` of any size.
 
     ``levels`` times: two ``conv3x3 + ReLU`` then 2x2 average pooling, with
@@ -49,35 +53,19 @@ class UNet(nn.Module):
         in_channels: int = 3,
         out_channels: int = 3,
         base: int = 32,
-        levels: int = 2,
+        levels: Literal[1, 2, 3, 4, 5, 6] = 2,
         bias: bool = True,
         residual: bool = True,
         *,
         last_init_scale: float = 0.1,
     ):
-        super().__init__()
-        for name, value, low, high in (
-            ("in_channels", in_channels, 1, None),
-            ("out_channels", out_channels, 1, None),
-            ("base", base, 1, None),
-            ("levels", levels, 1, 6),
-        ):
-            ok = not isinstance(value, bool) and isinstance(value, int) and value >= low
-            if not ok or (high is not None and value > high):
-                span = f"in [{low}, {high}]" if high is not None else f">= {low}"
-                raise ValueError(f"{name}: expected an integer {span}, got {value!r}")
-        if residual and in_channels != out_channels:
-            raise ValueError(
-                f"out_channels: residual=True needs out_channels == in_channels "
-                f"({in_channels}), got {out_channels}"
-            )
-        if not (isinstance(last_init_scale, (int, float)) and last_init_scale >= 0):
-            raise ValueError(f"last_init_scale: expected a number >= 0, got {last_init_scale!r}")
-        self.in_channels = in_channels
-        self.out_channels = out_channels
+        check_int("base", base, minimum=1)
+        check_int("levels", levels, minimum=1, maximum=6)
+        super().__init__(
+            in_channels, out_channels, bias=bias, residual=residual, last_init_scale=last_init_scale
+        )
         self.base = base
         self.levels = levels
-        self.residual = residual
 
         widths = [base * 2**level for level in range(levels + 1)]
         self.down = nn.ModuleList()
@@ -100,14 +88,10 @@ class UNet(nn.Module):
         self.last = nn.Conv2d(widths[0], out_channels, 1, bias=bias)
         kaiming_init(self.last, relu=False, scale=last_init_scale)
 
-    def forward(self, x: Tensor, sigma: float | Tensor) -> Tensor:
-        """Denoise ``x`` ``(B, C, H, W)`` at noise level ``sigma`` (a number, a 0-d or a
-        ``(B,)`` tensor). Returns ``(B, out_channels, H, W)``."""
-        check_image(x, self.in_channels, "UNet", self.last.weight.dtype)
-        h, w = x.shape[-2:]
+    def network(self, t: Tensor) -> Tensor:
+        h, w = t.shape[-2:]
         multiple = 2**self.levels
         pad_h, pad_w = -h % multiple, -w % multiple
-        t = with_noise_level(x, sigma)
         if pad_h or pad_w:
             t = F.pad(t, (0, pad_w, 0, pad_h), mode="replicate")
         skips = []
@@ -118,8 +102,7 @@ class UNet(nn.Module):
         t = self.bottleneck(t)
         for upsample, block in zip(self.upsample, self.up, strict=True):
             t = block(torch.cat([upsample(t), skips.pop()], dim=1))
-        out = self.last(t)[..., :h, :w]
-        return x - out if self.residual else out
+        return self.last(t)[..., :h, :w]
 
     def extra_repr(self) -> str:
         return f"levels={self.levels}, residual={self.residual}"

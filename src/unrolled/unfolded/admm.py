@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..fidelity import L2
 from ..linalg.operator import LinearOperator
 from .base import State, Unfolded
 from .scalars import ScalarSpec
@@ -26,42 +23,13 @@ class ADMM(Unfolded):
 
     and the output is ``z_K``. ``gamma_k = 1 / rho_k`` is the inverse of the usual
     penalty ``rho``; ``beta_k`` is the step of the (scaled) dual update, 1 for standard
-    ADMM. Scalars (per layer, or shared): ``stepsize`` ``gamma_k > 0``, ``sigma``
-    ``sigma_k > 0``, ``beta`` ``beta_k > 0``. The last layer's ``beta`` does not reach
-    the output (its dual update comes after ``z_K``), so it gets no gradient. See
-    :class:`Unfolded` for the other arguments.
+    ADMM. Scalars (per layer, or shared): ``stepsize`` ``gamma_k > 0`` (default 1),
+    ``sigma`` ``sigma_k > 0`` (default 0.01), ``beta`` ``beta_k > 0`` (default 1). The
+    last layer's ``beta`` does not reach the output (its dual update comes after
+    ``z_K``), so it gets no gradient. See :class:`Unfolded` for the other arguments.
     """
 
-    SCALARS = (ScalarSpec("stepsize"), ScalarSpec("sigma"), ScalarSpec("beta"))
-
-    def __init__(
-        self,
-        layers: int = 5,
-        *,
-        denoiser: nn.Module | None = None,
-        prior: nn.Module | None = None,
-        fidelity: L2 | None = None,
-        stepsize: float | Sequence[float] = 1.0,
-        sigma: float | Sequence[float] = 0.01,
-        beta: float | Sequence[float] = 1.0,
-        trainable: Iterable[str] | bool = ("stepsize", "sigma"),
-        share_parameters: Iterable[str] | bool = False,
-        share_denoiser: bool = True,
-        checkpoint_layers: bool = False,
-        init: str = "auto",
-    ):
-        super().__init__(
-            layers,
-            denoiser=denoiser,
-            prior=prior,
-            fidelity=fidelity,
-            scalars={"stepsize": stepsize, "sigma": sigma, "beta": beta},
-            trainable=trainable,
-            share_parameters=share_parameters,
-            share_denoiser=share_denoiser,
-            checkpoint_layers=checkpoint_layers,
-            init=init,
-        )
+    SCALARS = (*Unfolded.SCALARS, ScalarSpec("beta", 1.0))
 
     @property
     def beta(self) -> Tensor:

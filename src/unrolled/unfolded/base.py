@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import abc
 import copy
+import inspect
 from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from .._validation import check_bool, check_choice, check_int, describe
 from ..fidelity import L2
 from ..linalg.operator import LinearOperator
 from ..models.pnp import PnP
@@ -20,12 +23,45 @@ __all__ = ["Unfolded"]
 State = tuple[Tensor, ...]
 
 
-class Unfolded(nn.Module):
+class _ConstructorSignature:
+    """``inspect.signature(cls)`` (and so ``help(cls)``) with one keyword per declared
+    scalar, in place of the ``**scalars`` the constructor really takes. Only on the class:
+    an instance's signature is its ``forward``'s, so the instance gets an AttributeError,
+    which makes ``inspect`` look further."""
+
+    def __get__(self, instance, owner):
+        if instance is not None:
+            raise AttributeError("__signature__")
+        base = inspect.signature(Unfolded.__init__)
+        params = [
+            p
+            for name, p in base.parameters.items()
+            if name != "self" and p.kind is not inspect.Parameter.VAR_KEYWORD
+        ]
+        at = [p.name for p in params].index("trainable")
+        scalars = [
+            inspect.Parameter(
+                spec.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=spec.default,
+                annotation="float | Sequence[float]",
+            )
+            for spec in owner.SCALARS
+        ]
+        return base.replace(parameters=params[:at] + scalars + params[at:])
+
+
+class Unfolded(nn.Module, metaclass=abc.ABCMeta):
     """Base class: ``layers`` iterations of a splitting algorithm with learned parts.
 
-    A subclass declares its scalars (``SCALARS``) and implements :meth:`init_state`
-    (the state before the first layer, from the initial estimate), :meth:`layer` (one
-    iteration ``state -> state``) and :meth:`estimate` (the output read from a state).
+    A subclass implements :meth:`layer` (one iteration ``state -> state``; a class
+    without it cannot be built), and where its state is more than the iterate,
+    :meth:`init_state` (the state before the first layer, from the initial estimate) and
+    :meth:`estimate` (the output read from a state). It declares the scalars beyond
+    ``stepsize`` and ``sigma`` by extending ``SCALARS``; each becomes a constructor
+    keyword with its declared default, e.g. ::
+
+        SCALARS = (*Unfolded.SCALARS, ScalarSpec("beta", 1.0))
 
     Args:
         layers: number of iterations, ``>= 1``.
@@ -33,7 +69,9 @@ class Unfolded(nn.Module):
             :class:`~unrolled.models.PnP`; give this or ``prior``.
         prior: a prior with ``prox(x, sigma)`` (an ``nn.Module``).
         fidelity: the data term (default ``L2()``): its ``prox`` is the data step.
-        scalars: initial value of each scalar in ``SCALARS``: a number or one per layer.
+        **scalars: the initial value of each scalar in ``SCALARS``, by its name (e.g.
+            ``stepsize=1.0, sigma=0.01``): a number or one per layer; a scalar not given
+            starts at its declared default.
         trainable: names of the trainable scalars (``True``: all, ``False``/``()``: none).
             The others are fixed buffers.
         share_parameters: ``True`` (or a collection of names): one value for all layers
@@ -51,25 +89,51 @@ class Unfolded(nn.Module):
             model reproduces its outputs from ``model(y, physics)`` alone.
     """
 
-    SCALARS: tuple[ScalarSpec, ...] = ()
+    #: the per-layer scalars: every algorithm has a data step size and a denoiser level
+    SCALARS: tuple[ScalarSpec, ...] = (ScalarSpec("stepsize", 1.0), ScalarSpec("sigma", 0.01))
+
+    __signature__ = _ConstructorSignature()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # A bad declaration fails when the class is written, not when a user builds it.
+        specs = cls.SCALARS
+        if not (isinstance(specs, tuple) and all(isinstance(s, ScalarSpec) for s in specs)):
+            raise TypeError(
+                f"{cls.__name__}.SCALARS: expected a tuple of ScalarSpec, got {specs!r}"
+            )
+        names = [spec.name for spec in specs]
+        taken = set(inspect.signature(Unfolded.__init__).parameters)
+        clash = sorted({n for n in names if names.count(n) > 1} | (set(names) & taken))
+        if clash:
+            raise TypeError(
+                f"{cls.__name__}.SCALARS: expected names that are unique and not other "
+                f"constructor arguments, got {', '.join(map(repr, clash))}"
+            )
 
     def __init__(
         self,
-        layers: int,
+        layers: int = 5,
         *,
         denoiser: nn.Module | None = None,
         prior: nn.Module | None = None,
         fidelity: L2 | None = None,
-        scalars: dict[str, object],
         trainable: Iterable[str] | bool = ("stepsize", "sigma"),
         share_parameters: Iterable[str] | bool = False,
         share_denoiser: bool = True,
         checkpoint_layers: bool = False,
         init: str = "auto",
+        **scalars: object,
     ):
         super().__init__()
-        if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
-            raise ValueError(f"layers: expected an integer >= 1, got {layers!r}")
+        declared = {spec.name: spec.default for spec in self.SCALARS}
+        unknown = sorted(set(scalars) - set(declared))
+        if unknown:
+            raise TypeError(
+                f"{unknown[0]}: expected a keyword argument of {type(self).__name__} (its "
+                f"scalars are {', '.join(declared)}), got an unknown keyword"
+            )
+        layers = check_int("layers", layers, minimum=1)
         if (denoiser is None) == (prior is None):
             raise ValueError(
                 "denoiser, prior: expected exactly one of them, got "
@@ -78,23 +142,17 @@ class Unfolded(nn.Module):
         if denoiser is not None:
             prior = PnP(denoiser)
         elif not (isinstance(prior, nn.Module) and callable(getattr(prior, "prox", None))):
-            raise ValueError(
-                f"prior: expected an nn.Module with prox(x, sigma), got {type(prior).__name__}"
+            raise TypeError(
+                f"prior: expected an nn.Module with prox(x, sigma), got {describe(prior)}"
             )
         fidelity = L2() if fidelity is None else fidelity
         if not (isinstance(fidelity, nn.Module) and callable(getattr(fidelity, "prox", None))):
-            raise ValueError(
-                "fidelity: expected a data fidelity such as unrolled.L2, "
-                f"got {type(fidelity).__name__}"
+            raise TypeError(
+                f"fidelity: expected a data fidelity such as unrolled.L2, got {describe(fidelity)}"
             )
-        for name, flag in (
-            ("share_denoiser", share_denoiser),
-            ("checkpoint_layers", checkpoint_layers),
-        ):
-            if not isinstance(flag, bool):
-                raise ValueError(f"{name}: expected a bool, got {flag!r}")
-        if init not in INITIAL_ESTIMATES:
-            raise ValueError(f"init: expected one of {INITIAL_ESTIMATES}, got {init!r}")
+        check_bool("share_denoiser", share_denoiser)
+        check_bool("checkpoint_layers", checkpoint_layers)
+        check_choice("init", init, INITIAL_ESTIMATES)
         self.layers = layers
         self.init = init
         self.fidelity = fidelity
@@ -103,7 +161,11 @@ class Unfolded(nn.Module):
         priors = [prior] if share_denoiser else [copy.deepcopy(prior) for _ in range(layers)]
         self.priors = nn.ModuleList(priors)
         self.scalars = LayerScalars(
-            self.SCALARS, scalars, layers, trainable=trainable, shared=share_parameters
+            self.SCALARS,
+            {**declared, **scalars},
+            layers,
+            trainable=trainable,
+            shared=share_parameters,
         )
 
     # -- what a subclass uses ---------------------------------------------------------
@@ -128,29 +190,31 @@ class Unfolded(nn.Module):
     # -- the algorithm ----------------------------------------------------------------
 
     def init_state(self, x0: Tensor) -> State:
-        raise NotImplementedError
+        """The state before the first layer; by default the iterate ``x0`` alone."""
+        return (x0,)
 
+    @abc.abstractmethod
     def layer(
         self, k: int, state: State, y: Tensor, physics: LinearOperator, values: dict
     ) -> State:
         """One iteration; ``values[name]`` is the scalar ``name`` of this layer (0-d)."""
-        raise NotImplementedError
 
     def estimate(self, state: State) -> Tensor:
+        """The output read from a state; by default its first tensor."""
         return state[0]
 
     def forward(self, y: Tensor, physics: LinearOperator, x0: Tensor | None = None) -> Tensor:
         """The estimate after ``layers`` iterations, from ``x0`` (default: the estimate
         ``init`` names)."""
         if not isinstance(y, Tensor):
-            raise ValueError(f"y: expected a torch.Tensor, got {type(y).__name__}")
+            raise TypeError(f"y: expected a torch.Tensor, got {describe(y)}")
         if not isinstance(physics, LinearOperator):
-            raise ValueError(
-                f"physics: expected a LinearOperator (e.g. unrolled.physics.Blur), "
-                f"got {type(physics).__name__}"
+            raise TypeError(
+                "physics: expected a LinearOperator (e.g. unrolled.physics.Blur), "
+                f"got {describe(physics)}"
             )
         if x0 is not None and not isinstance(x0, Tensor):
-            raise ValueError(f"x0: expected a torch.Tensor or None, got {type(x0).__name__}")
+            raise TypeError(f"x0: expected a torch.Tensor or None, got {describe(x0)}")
         # Checked here, where the caller's names are known: inside, a NaN in y reaches the
         # data step as its point z, and the message would name the wrong argument.
         with torch.no_grad():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .._validation import describe
 from .admm import ADMM
 from .base import Unfolded
 from .drs import DRS
@@ -19,7 +20,9 @@ def build(algorithm: str = "hqs", **kwargs) -> Unfolded:
     ``algorithm`` is one of ``"hqs"``, ``"admm"``, ``"pgd"``, ``"drs"`` (any case); the
     keyword arguments go to the class.
     """
-    key = algorithm.lower() if isinstance(algorithm, str) else algorithm
-    if key not in ALGORITHMS:
-        raise ValueError(f"algorithm: expected one of {tuple(ALGORITHMS)}, got {algorithm!r}")
-    return ALGORITHMS[key](**kwargs)
+    names = tuple(ALGORITHMS)
+    if not isinstance(algorithm, str):
+        raise TypeError(f"algorithm: expected one of {names}, got {describe(algorithm)}")
+    if algorithm.lower() not in ALGORITHMS:
+        raise ValueError(f"algorithm: expected one of {names} (any case), got {algorithm!r}")
+    return ALGORITHMS[algorithm.lower()](**kwargs)

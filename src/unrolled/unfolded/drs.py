@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from torch import Tensor
 
-from torch import Tensor, nn
-
-from ..fidelity import L2
 from ..linalg.operator import LinearOperator
 from .base import State, Unfolded
 from .scalars import ScalarSpec
@@ -24,46 +21,13 @@ class DRS(Unfolded):
         z_k = z_{k-1} + lambda_k (w_k - x_k)
 
     and the output is ``w_K``. ``lambda_k = 1`` is plain Douglas-Rachford. Scalars (per
-    layer, or shared): ``stepsize`` ``gamma_k > 0``, ``sigma`` ``sigma_k > 0`` and
-    ``relaxation`` ``lambda_k`` in ``(0, 2)`` (stored as ``logit(lambda / 2)``). The last
-    layer's ``relaxation`` does not reach the output, so it gets no gradient. See
-    :class:`Unfolded` for the other arguments.
+    layer, or shared): ``stepsize`` ``gamma_k > 0`` (default 1), ``sigma`` ``sigma_k > 0``
+    (default 0.01) and ``relaxation`` ``lambda_k`` in ``(0, 2)`` (default 1, stored as
+    ``logit(lambda / 2)``). The last layer's ``relaxation`` does not reach the output, so
+    it gets no gradient. See :class:`Unfolded` for the other arguments.
     """
 
-    SCALARS = (
-        ScalarSpec("stepsize"),
-        ScalarSpec("sigma"),
-        ScalarSpec("relaxation", constraint="relaxation"),
-    )
-
-    def __init__(
-        self,
-        layers: int = 5,
-        *,
-        denoiser: nn.Module | None = None,
-        prior: nn.Module | None = None,
-        fidelity: L2 | None = None,
-        stepsize: float | Sequence[float] = 1.0,
-        sigma: float | Sequence[float] = 0.01,
-        relaxation: float | Sequence[float] = 1.0,
-        trainable: Iterable[str] | bool = ("stepsize", "sigma"),
-        share_parameters: Iterable[str] | bool = False,
-        share_denoiser: bool = True,
-        checkpoint_layers: bool = False,
-        init: str = "auto",
-    ):
-        super().__init__(
-            layers,
-            denoiser=denoiser,
-            prior=prior,
-            fidelity=fidelity,
-            scalars={"stepsize": stepsize, "sigma": sigma, "relaxation": relaxation},
-            trainable=trainable,
-            share_parameters=share_parameters,
-            share_denoiser=share_denoiser,
-            checkpoint_layers=checkpoint_layers,
-            init=init,
-        )
+    SCALARS = (*Unfolded.SCALARS, ScalarSpec("relaxation", 1.0, constraint="relaxation"))
 
     @property
     def relaxation(self) -> Tensor:

@@ -24,6 +24,8 @@ from numbers import Real
 import torch
 from torch import Tensor, nn
 
+from .._validation import check_choice, check_real, describe
+
 __all__ = ["ScalarSpec", "LayerScalars"]
 
 CONSTRAINTS = {"positive": ("log_", "(0, inf)"), "relaxation": ("logit_", "(0, 2)")}
@@ -31,10 +33,28 @@ CONSTRAINTS = {"positive": ("log_", "(0, inf)"), "relaxation": ("logit_", "(0, 2
 
 @dataclass(frozen=True)
 class ScalarSpec:
-    """One scalar of an algorithm: its name and admissible range."""
+    """One scalar of an algorithm: its name, its default initial value and its range.
+
+    Args:
+        name: the constructor keyword and the name in ``model.scalars[name]``.
+        default: the initial value when the constructor is not given one.
+        constraint: ``"positive"`` (``(0, inf)``) or ``"relaxation"`` (``(0, 2)``).
+    """
 
     name: str
+    default: float
     constraint: str = "positive"
+
+    def __post_init__(self):
+        if not (isinstance(self.name, str) and self.name.isidentifier()):
+            raise TypeError(f"name: expected a Python identifier, got {describe(self.name)}")
+        check_choice("constraint", self.constraint, tuple(CONSTRAINTS))
+        check_real(f"{self.name}.default", self.default)
+        if not self.check(float(self.default)):
+            span = CONSTRAINTS[self.constraint][1]
+            raise ValueError(
+                f"{self.name}.default: expected a value in {span}, got {self.default!r}"
+            )
 
     def check(self, value: float) -> bool:
         if not math.isfinite(value):
@@ -58,29 +78,24 @@ class ScalarSpec:
 
 def _initial_values(spec: ScalarSpec, value, layers: int) -> list[float]:
     name = spec.name
+    expected = f"a number or a sequence of {layers} numbers (one per layer)"
     if isinstance(value, Tensor):
-        if value.is_complex() or value.ndim > 1:
-            raise ValueError(
-                f"{name}: expected a real number or a sequence of {layers} numbers, "
-                f"got a tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
-            )
+        if value.is_complex() or value.dtype == torch.bool:
+            raise TypeError(f"{name}: expected {expected}, got {describe(value)}")
+        if value.ndim > 1:
+            raise ValueError(f"{name}: expected {expected}, got {describe(value)}")
         value = value.detach().double().cpu().tolist()
     if isinstance(value, Real) and not isinstance(value, bool):
         values = [float(value)] * layers
     elif isinstance(value, Sequence) and not isinstance(value, str):
-        if len(value) != layers or any(
-            isinstance(v, bool) or not isinstance(v, Real) for v in value
-        ):
-            raise ValueError(
-                f"{name}: expected a number or a sequence of {layers} numbers (one per layer), "
-                f"got {value!r}"
-            )
+        wrong = [v for v in value if isinstance(v, bool) or not isinstance(v, Real)]
+        if wrong:
+            raise TypeError(f"{name}: expected {expected}, got an entry {describe(wrong[0])}")
+        if len(value) != layers:
+            raise ValueError(f"{name}: expected {expected}, got {len(value)} values {value!r}")
         values = [float(v) for v in value]
     else:
-        raise ValueError(
-            f"{name}: expected a number or a sequence of {layers} numbers, "
-            f"got {type(value).__name__}"
-        )
+        raise TypeError(f"{name}: expected {expected}, got {describe(value)}")
     bad = [v for v in values if not spec.check(v)]
     if bad:
         span = CONSTRAINTS[spec.constraint][1]
@@ -96,10 +111,16 @@ def _names(argument: str, value, known: Sequence[str]) -> set[str]:
     if value is None:
         return set()
     if not isinstance(value, Iterable):
-        raise ValueError(
-            f"{argument}: expected a bool or names among {tuple(known)}, got {type(value).__name__}"
+        raise TypeError(
+            f"{argument}: expected a bool or names among {tuple(known)}, got {describe(value)}"
         )
-    names = set(value)
+    names = list(value)
+    wrong = [n for n in names if not isinstance(n, str)]
+    if wrong:
+        raise TypeError(
+            f"{argument}: expected names among {tuple(known)}, got an entry {describe(wrong[0])}"
+        )
+    names = set(names)
     unknown = sorted(str(n) for n in names - set(known))
     if unknown:
         raise ValueError(
