@@ -31,6 +31,7 @@ from collections import Counter
 import torch
 
 import unrolled as ur
+from unrolled.testing import dense_matrix
 
 from .config import PADDINGS, BenchConfig
 from .problem import make_batches, make_physics
@@ -58,7 +59,7 @@ def _dense_reference(physics, z0, y, v, gamma: float):
     if max(h, w) > DENSE_MAX_SIDE:
         return None
     op = _float64_copy(physics)
-    a = op.dense((1, 1, h, w), dtype=torch.float64)
+    a = dense_matrix(op, (1, 1, h, w), dtype=torch.float64)
     system = a.T @ a + torch.eye(h * w, dtype=torch.float64) / gamma
     chol = torch.linalg.cholesky(system)
     rhs = op.A_adjoint(y.double()) + z0.double() / gamma

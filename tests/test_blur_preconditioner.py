@@ -9,8 +9,8 @@ import torch
 
 from unrolled.linalg import CG, prox_l2
 from unrolled.physics import PADDINGS, Blur, gaussian_kernel
-from unrolled.physics.testing import dense_matrix, dense_prox, prox_gradients
-from unrolled.physics.testing import relative_error as rel
+from unrolled.testing import dense_matrix, dense_prox, prox_gradients
+from unrolled.testing import relative_error as rel
 
 F64 = torch.float64
 BOUNDARY = CG(tol=1e-12, max_iter=2000, preconditioner=lambda o, g: o.boundary_preconditioner(g))

@@ -12,7 +12,7 @@ import torch
 
 from unrolled.linalg import CG, prox_l2
 from unrolled.physics.compressed_sensing import CompressedSensing
-from unrolled.physics.testing import dense_prox, prox_gradients, relative_error
+from unrolled.testing import adjointness_error, dense_prox, prox_gradients, relative_error
 
 TIGHT = CG(max_iter=1000, tol=1e-14)
 DTYPES = [torch.float64, torch.complex128]
@@ -29,7 +29,7 @@ def _gen(seed=0):
 def test_adjoint_and_shapes(dtype, m, n):
     op = CompressedSensing(m, n, dtype=dtype)
     shape = (3, *((n,) if isinstance(n, int) else n))
-    assert op.adjointness_error(shape, dtype=dtype, generator=_gen(1)) <= 1e-12
+    assert adjointness_error(op, shape, dtype=dtype, generator=_gen(1)) <= 1e-12
     assert op.output_shape(shape) == (3, m)
     assert op(torch.zeros(shape, dtype=dtype)).shape == (3, m)
 

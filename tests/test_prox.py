@@ -6,8 +6,8 @@ import torch
 import unrolled as ur
 from unrolled.linalg import CG, MatrixOperator, NonConvergenceWarning, prox_l2
 from unrolled.physics import Blur, gaussian_kernel
-from unrolled.physics.testing import dense_prox
-from unrolled.physics.testing import relative_error as rel
+from unrolled.testing import dense_prox
+from unrolled.testing import relative_error as rel
 from unrolled.train import SavedTensorMeter
 
 F64 = torch.float64

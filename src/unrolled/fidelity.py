@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
+from .linalg import LinearOperator, batch_norm
 from .linalg.cg import CG, SolveInfo
-from .linalg.operator import LinearOperator, batch_norm
 from .linalg.prox import BACKWARD_MODES, ProxInfo
 
 __all__ = ["L2", "SolveStats"]

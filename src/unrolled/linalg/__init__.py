@@ -1,8 +1,9 @@
 """Matrix-free linear algebra: operators, batched CG, and the least-squares prox."""
 
+from ._vectors import batch_inner, batch_norm
 from .cg import CG, NonConvergenceError, NonConvergenceWarning, SolveInfo, cg
-from .compose import ComposedOperator, ScaledOperator, SumOperator
-from .operator import LinearOperator, MatrixOperator, batch_inner, batch_norm
+from .matrix import MatrixOperator
+from .operator import ComposedOperator, LinearOperator, ScaledOperator, SumOperator
 from .prox import BACKWARD_MODES, ProxInfo, prox_l2
 
 __all__ = [

@@ -1,6 +1,5 @@
 """Measurement models: linear operators with exact adjoints, plus noise."""
 
-from . import testing
 from .base import Physics
 from .blur import PADDINGS, Blur, gaussian_kernel
 from .compressed_sensing import CompressedSensing
@@ -29,5 +28,4 @@ __all__ = [
     "initial_estimate",
     "normalized_adjoint",
     "smooth_coil_maps",
-    "testing",
 ]

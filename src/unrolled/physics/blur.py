@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..linalg.prox import ProxInfo, check_prox_inputs
 from .base import Physics
 from .fourier import apply_spectrum, kernel_spectrum
 from .fourier import spectral_solve as fourier_solve
@@ -376,20 +375,17 @@ class Blur(Physics):
         total = squared.sum((-2, -1), keepdim=True)
         return (diag / total).clamp(0, 1)
 
-    def prox_l2(self, z, y, gamma, *, solver=None, backward="implicit", return_info=False):
-        """Circular padding: the closed form ``F^-1 [(conj(K_hat) F y + F z / gamma) /
-        (|K_hat|^2 + 1/gamma)]``, differentiable by autograd; other paddings use CG."""
-        gamma_t = check_prox_inputs(self, z, y, gamma) if self.padding == "circular" else None
-        if gamma_t is None or (gamma_t.ndim >= 2 and gamma_t.shape[-2:] != (1, 1)):
-            return super().prox_l2(
-                z, y, gamma, solver=solver, backward=backward, return_info=return_info
-            )
+    def _closed_form_prox(self, z: Tensor, y: Tensor, gamma: Tensor) -> Tensor | None:
+        """Circular padding and a gamma constant over each image: the closed form
+        ``F^-1 [(conj(K_hat) F y + F z / gamma) / (|K_hat|^2 + 1/gamma)]``; otherwise
+        ``None`` (the iterative solve)."""
+        if self.padding != "circular" or (gamma.ndim >= 2 and gamma.shape[-2:] != (1, 1)):
+            return None
         real = not z.is_complex()
         spectrum = self._spectrum(z, z.shape[-2:], centred=True)
         fft = torch.fft.rfft2 if real else torch.fft.fft2
-        numerator = spectrum.conj() * fft(y) + fft(z) / gamma_t
-        h = fourier_solve(numerator, spectrum.abs() ** 2 + 1 / gamma_t, z.shape[-2:], real=real)
-        return (h, ProxInfo(mode="closed_form", forward=None)) if return_info else h
+        numerator = spectrum.conj() * fft(y) + fft(z) / gamma
+        return fourier_solve(numerator, spectrum.abs() ** 2 + 1 / gamma, z.shape[-2:], real=real)
 
     def _pad(self, x: Tensor, top: int, bottom: int, left: int, right: int) -> Tensor:
         if self.padding == "zeros":
