@@ -110,9 +110,7 @@ def cg_floor_table(cfg: BenchConfig, size: int, batch: int, device) -> list[dict
                     preconditioner=choice,
                 )
                 z = z0.clone().requires_grad_(True)
-                h, info = ur.linalg.prox_l2(
-                    physics, z, y, gamma_t, solver=floor_solver, return_info=True
-                )
+                h, info = ur.linalg.prox_l2_with_info(physics, z, y, gamma_t, solver=floor_solver)
                 h.backward(v)
                 errors = {}
                 if dense is not None:
@@ -132,8 +130,8 @@ def cg_floor_table(cfg: BenchConfig, size: int, batch: int, device) -> list[dict
                     for _ in range(3):
                         _sync(device)
                         start = time.perf_counter()
-                        _, seed_info = ur.linalg.prox_l2(
-                            physics, z0, y, gamma_t, solver=seed_solver, return_info=True
+                        _, seed_info = ur.linalg.prox_l2_with_info(
+                            physics, z0, y, gamma_t, solver=seed_solver
                         )
                         _sync(device)
                         times.append(time.perf_counter() - start)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from unrolled.linalg import CG, MatrixOperator, prox_l2
+from unrolled.linalg import CG, MatrixOperator, prox_l2, prox_l2_with_info
 from unrolled.physics import (
     MRI,
     PADDINGS,
@@ -92,8 +92,8 @@ def main() -> None:
             y32.clone().requires_grad_(),
         )
         gm = torch.tensor([1.0, 0.5], requires_grad=True)
-        h, info = prox_l2(
-            Blur(kk), zz, yy, gm, solver=CG(max_iter=100, tol=1e-8), backward=mode, return_info=True
+        h, info = prox_l2_with_info(
+            Blur(kk), zz, yy, gm, solver=CG(max_iter=100, tol=1e-8), backward=mode
         )
         grads[mode] = torch.autograd.grad((h * v32).sum(), [zz, yy, gm, kk])
         print(f"  {mode:8s} forward CG {info.forward}")
@@ -157,7 +157,7 @@ def main() -> None:
         line = f"  {name:25s} adjoint {err:.1e}"
         z = torch.randn(shape, dtype=dtype, generator=g)
         y = op.A(torch.randn(shape, dtype=dtype, generator=g))
-        h, info = op.prox_l2(z, y, 0.7, solver=tight, return_info=True)
+        h, info = op.prox_l2_with_info(z, y, 0.7, solver=tight)
         if info.mode == "closed_form":
             it = prox_l2(op, z, y, 0.7, solver=tight)
             line += f", closed form vs CG {rel(h, it):.1e}"

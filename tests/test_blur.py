@@ -205,7 +205,7 @@ def test_circular_closed_form_prox_equals_iterative_and_dense():
     y = torch.randn(2, 3, 9, 10, dtype=F64, generator=g).requires_grad_()
     gamma = torch.tensor([0.5, 4.0], dtype=F64, requires_grad=True)
     op = Blur(k, padding="circular")
-    h, info = op.prox_l2(z, y, gamma, return_info=True)
+    h, info = op.prox_l2_with_info(z, y, gamma)
     assert info.mode == "closed_form"
     iterative = prox_l2(op, z, y, gamma, solver=CG(tol=1e-14, max_iter=2000))
     assert rel(h, iterative) < 1e-10
@@ -219,20 +219,20 @@ def test_circular_closed_form_prox_equals_iterative_and_dense():
 
 @pytest.mark.parametrize("padding", PADDINGS)
 def test_fourier_preconditioned_solve_agrees_with_plain(padding):
-    from unrolled.linalg import CG, prox_l2
+    from unrolled.linalg import CG, prox_l2_with_info
 
     g = torch.Generator().manual_seed(5)
     op = Blur(gaussian_kernel(1.5, dtype=F64), padding=padding)
     z = torch.randn(2, 2, 16, 16, dtype=F64, generator=g)
     y = op.A(torch.rand(2, 2, 16, 16, dtype=F64, generator=g))
     gamma = torch.tensor([3.0, 50.0], dtype=F64)
-    plain, i_plain = prox_l2(
-        op, z, y, gamma, solver=CG(tol=1e-12, max_iter=2000, preconditioner=None), return_info=True
+    plain, i_plain = prox_l2_with_info(
+        op, z, y, gamma, solver=CG(tol=1e-12, max_iter=2000, preconditioner=None)
     )
     fourier = CG(
         tol=1e-12, max_iter=2000, preconditioner=lambda o, gm: o.fourier_preconditioner(gm)
     )
-    pre, i_pre = prox_l2(op, z, y, gamma, solver=fourier, return_info=True)
+    pre, i_pre = prox_l2_with_info(op, z, y, gamma, solver=fourier)
     assert i_pre.forward.all_converged and i_plain.forward.all_converged
     assert rel(pre, plain) < 1e-9  # both within cond * tol of the solution
     if padding == "circular":  # exact inverse: one step

@@ -109,7 +109,7 @@ def test_composition_values():
 def test_scaled_prox_delegates_to_closed_form():
     op = ScaledOperator(2.5, Inpainting(_weights(13)))
     z, y = _rand((2, 1, 8, 8), 14), _rand((2, 1, 8, 8), 15)
-    h, info = op.prox_l2(z, y, 0.7, return_info=True)
+    h, info = op.prox_l2_with_info(z, y, 0.7)
     assert info.mode == "closed_form"
     assert relative_error(h, dense_prox(op, z, y, 0.7)) <= 1e-10
 

@@ -53,7 +53,7 @@ def test_prox_values(dtype, per_sample):
     op = Inpainting((logits > 0).double())  # a 0/1 mask
     ref = dense_prox(op, z, y, gamma)
     iterative = prox_l2(op, z, y, gamma, solver=TIGHT)
-    closed, info = op.prox_l2(z, y, gamma, return_info=True)
+    closed, info = op.prox_l2_with_info(z, y, gamma)
     assert relative_error(iterative, ref) <= 1e-10
     assert relative_error(closed, ref) <= 1e-10
     assert relative_error(closed, iterative) <= 1e-8

@@ -69,7 +69,7 @@ def test_single_coil_prox(mask_shape):
     z, y = _cplx((2, 1, 8, 8), 3), _cplx((2, 1, 8, 8), 4)
     gamma = torch.tensor([0.5, 2.0], dtype=torch.float64)
     ref = dense_prox(op, z, y, gamma)
-    closed, info = op.prox_l2(z, y, gamma, return_info=True)
+    closed, info = op.prox_l2_with_info(z, y, gamma)
     iterative = prox_l2(op, z, y, gamma, solver=TIGHT)
     assert info.mode == "closed_form" and info.forward is None
     assert relative_error(closed, ref) <= 1e-10
@@ -77,7 +77,7 @@ def test_single_coil_prox(mask_shape):
     assert relative_error(closed, iterative) <= 1e-8
     # a per-pixel gamma has no k-space closed form: iterative fallback, still exact
     gamma = torch.rand(2, 1, 8, 8, dtype=torch.float64, generator=_gen(5)) + 0.5
-    h, info = op.prox_l2(z, y, gamma, solver=TIGHT, return_info=True)
+    h, info = op.prox_l2_with_info(z, y, gamma, solver=TIGHT)
     assert info.mode == "implicit"
     assert relative_error(h, dense_prox(op, z, y, gamma)) <= 1e-10
 
@@ -154,7 +154,7 @@ def test_multi_coil_prox():
     op = MultiCoilMRI(cartesian_mask((8, 8), 4, 0.25, dtype=torch.float64), _maps(4))
     z, y = _cplx((2, 1, 8, 8), 4), _cplx((2, 4, 8, 8), 5)
     gamma = torch.tensor([0.5, 2.0], dtype=torch.float64)
-    h, info = op.prox_l2(z, y, gamma, solver=TIGHT, return_info=True)
+    h, info = op.prox_l2_with_info(z, y, gamma, solver=TIGHT)
     assert info.mode == "implicit" and info.forward.all_converged
     assert relative_error(h, dense_prox(op, z, y, gamma)) <= 1e-10
 

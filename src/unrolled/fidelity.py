@@ -89,9 +89,7 @@ class L2(nn.Module):
     def prox(self, z: Tensor, y: Tensor, physics: LinearOperator, gamma) -> Tensor:
         """``argmin_x f(x) + 1/(2 gamma) ||x - z||^2``: the operator's closed form where it
         has one, else CG with this fidelity's solver and backward mode."""
-        h, info = physics.prox_l2(
-            z, y, gamma, solver=self.solver, backward=self.backward, return_info=True
-        )
+        h, info = physics.prox_l2_with_info(z, y, gamma, solver=self.solver, backward=self.backward)
         self.stats.last = info
         if info.forward is not None:
             self.stats.add_forward(info.forward)

@@ -4,7 +4,7 @@ from ._vectors import batch_inner, batch_norm
 from .cg import CG, NonConvergenceError, NonConvergenceWarning, SolveInfo, cg
 from .matrix import MatrixOperator
 from .operator import ComposedOperator, LinearOperator, ScaledOperator, SumOperator
-from .prox import BACKWARD_MODES, ProxInfo, prox_l2
+from .prox import BACKWARD_MODES, ProxInfo, ProxResult, prox_l2, prox_l2_with_info
 
 __all__ = [
     "BACKWARD_MODES",
@@ -15,6 +15,7 @@ __all__ = [
     "NonConvergenceError",
     "NonConvergenceWarning",
     "ProxInfo",
+    "ProxResult",
     "ScaledOperator",
     "SolveInfo",
     "SumOperator",
@@ -22,4 +23,5 @@ __all__ = [
     "batch_norm",
     "cg",
     "prox_l2",
+    "prox_l2_with_info",
 ]

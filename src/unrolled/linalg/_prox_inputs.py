@@ -10,13 +10,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from numbers import Real
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from .cg import CG, SolveInfo
 
-__all__ = ["BACKWARD_MODES", "ProxInfo", "check_prox_inputs", "check_solve_settings"]
+__all__ = [
+    "BACKWARD_MODES",
+    "ProxInfo",
+    "ProxResult",
+    "check_prox_inputs",
+    "check_solve_settings",
+]
 
 BACKWARD_MODES = ("implicit", "unroll", "checkpoint")
 
@@ -38,6 +45,14 @@ class ProxInfo:
         self.backward = info
         if self.on_backward is not None:
             self.on_backward(info)
+
+
+class ProxResult(NamedTuple):
+    """The prox ``value`` (shaped like ``z``) and the call's :class:`ProxInfo`; unpacks as
+    ``h, info = ...``."""
+
+    value: Tensor
+    info: ProxInfo
 
 
 def check_solve_settings(solver, backward) -> CG:

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from ._capture import tensor_slots
 from ._iterative import iterative_prox
-from ._prox_inputs import ProxInfo, check_prox_inputs, check_solve_settings
+from ._prox_inputs import ProxInfo, ProxResult, check_prox_inputs, check_solve_settings
 
 __all__ = ["LinearOperator", "ComposedOperator", "SumOperator", "ScaledOperator"]
 
@@ -39,7 +39,7 @@ class LinearOperator(nn.Module, abc.ABC):
     Subclasses implement :meth:`A` and :meth:`A_adjoint` (a class missing either cannot
     be instantiated). They may override :meth:`normal` (``A^H A``) or
     :meth:`normal_map` when one fused operation is cheaper, :meth:`output_shape` to
-    avoid a trial evaluation, and :meth:`_closed_form_prox` when the least-squares prox
+    avoid a trial evaluation, and ``_closed_form_prox`` when the least-squares prox
     has a closed form. For complex data the adjoint is the conjugate transpose.
     """
 
@@ -103,32 +103,34 @@ class LinearOperator(nn.Module, abc.ABC):
     # -- the least-squares prox: validated here, solved in closed form or by CG ---------
 
     def prox_l2(
-        self,
-        z: Tensor,
-        y: Tensor,
-        gamma,
-        *,
-        solver=None,
-        backward: str = "implicit",
-        return_info: bool = False,
-    ):
-        """``argmin_x 1/2 ||A x - y||^2 + 1/(2 gamma) ||x - z||^2``.
+        self, z: Tensor, y: Tensor, gamma, *, solver=None, backward: str = "implicit"
+    ) -> Tensor:
+        """``argmin_x 1/2 ||A x - y||^2 + 1/(2 gamma) ||x - z||^2``, shaped like ``z``.
+
+        The value of :meth:`prox_l2_with_info` (same arguments).
+        """
+        return self.prox_l2_with_info(z, y, gamma, solver=solver, backward=backward).value
+
+    def prox_l2_with_info(
+        self, z: Tensor, y: Tensor, gamma, *, solver=None, backward: str = "implicit"
+    ) -> ProxResult:
+        """The prox and the statistics of its solve (:class:`~unrolled.linalg.ProxResult`).
 
         Every argument is checked once, as :func:`unrolled.linalg.prox_l2` checks it.
-        Then the operator's closed form (:meth:`_closed_form_prox`) is used where it has
+        Then the operator's closed form (``_closed_form_prox``) is used where it has
         one for these inputs, differentiated by plain autograd and reported as
         ``ProxInfo(mode="closed_form", forward=None)``; otherwise the normal equations
-        are solved by ``solver`` (default ``CG()``) with the ``backward`` mode.
+        are solved by ``solver`` (default ``CG()``) with the ``backward`` mode, and the
+        info's ``backward`` field is filled in when the backward pass runs. Operators
+        customise this through ``_closed_form_prox``, not by overriding it.
         """
         solver = check_solve_settings(solver, backward)
         gamma = check_prox_inputs(self, z, y, gamma)
         h = self._closed_form_prox(z, y, gamma)
         if h is not None:
-            info = ProxInfo(mode="closed_form", forward=None)
-        else:
-            info = ProxInfo(mode=backward, forward=None)
-            h = iterative_prox(self, z, y, gamma, solver, backward, info)
-        return (h, info) if return_info else h
+            return ProxResult(h, ProxInfo(mode="closed_form", forward=None))
+        info = ProxInfo(mode=backward, forward=None)
+        return ProxResult(iterative_prox(self, z, y, gamma, solver, backward, info), info)
 
     def _closed_form_prox(self, z: Tensor, y: Tensor, gamma: Tensor) -> Tensor | None:
         """The prox in closed form for validated inputs, or ``None`` where there is none.

@@ -32,11 +32,17 @@ from __future__ import annotations
 from torch import Tensor
 
 from ._iterative import iterative_prox
-from ._prox_inputs import BACKWARD_MODES, ProxInfo, check_prox_inputs, check_solve_settings
+from ._prox_inputs import (
+    BACKWARD_MODES,
+    ProxInfo,
+    ProxResult,
+    check_prox_inputs,
+    check_solve_settings,
+)
 from .cg import CG
 from .operator import LinearOperator
 
-__all__ = ["prox_l2", "ProxInfo", "BACKWARD_MODES"]
+__all__ = ["prox_l2", "prox_l2_with_info", "ProxInfo", "ProxResult", "BACKWARD_MODES"]
 
 
 def prox_l2(
@@ -47,8 +53,7 @@ def prox_l2(
     *,
     solver: CG | None = None,
     backward: str = "implicit",
-    return_info: bool = False,
-):
+) -> Tensor:
     """``argmin_x 1/2 ||A x - y||^2 + 1/(2 gamma) ||x - z||^2`` by CG, warm-started at ``z``.
 
     Args:
@@ -59,16 +64,39 @@ def prox_l2(
             or any tensor that broadcasts against ``z``.
         solver: CG settings (default ``CG()``).
         backward: ``"implicit"`` (default), ``"unroll"`` or ``"checkpoint"``.
-        return_info: also return a :class:`ProxInfo`; its ``backward`` field is filled
-            in when the backward pass runs.
 
     Returns:
-        ``h`` shaped like ``z`` (and the ``ProxInfo`` if asked).
+        ``h`` shaped like ``z``. :func:`prox_l2_with_info` also returns the solve's
+        statistics.
+
+    Example:
+        >>> import torch, unrolled as ur
+        >>> op = ur.linalg.MatrixOperator(torch.eye(3, dtype=torch.float64))
+        >>> z = torch.zeros(1, 3, dtype=torch.float64)
+        >>> y = torch.ones(1, 3, dtype=torch.float64)
+        >>> ur.prox_l2(op, z, y, 1.0)  # (A^T A + I) h = A^T y + z: h = y / 2
+        tensor([[0.5000, 0.5000, 0.5000]], dtype=torch.float64)
+    """
+    return prox_l2_with_info(op, z, y, gamma, solver=solver, backward=backward).value
+
+
+def prox_l2_with_info(
+    op: LinearOperator,
+    z: Tensor,
+    y: Tensor,
+    gamma,
+    *,
+    solver: CG | None = None,
+    backward: str = "implicit",
+) -> ProxResult:
+    """:func:`prox_l2` and the statistics of its solves: ``h, info = prox_l2_with_info(...)``.
+
+    ``info.forward`` is the forward solve's :class:`~unrolled.linalg.SolveInfo`;
+    ``info.backward`` is filled in when the backward pass runs.
     """
     solver = check_solve_settings(solver, backward)
     if not isinstance(op, LinearOperator):
         raise ValueError(f"op: expected a LinearOperator, got {type(op).__name__}")
     gamma = check_prox_inputs(op, z, y, gamma)
     info = ProxInfo(mode=backward, forward=None)
-    h = iterative_prox(op, z, y, gamma, solver, backward, info)
-    return (h, info) if return_info else h
+    return ProxResult(iterative_prox(op, z, y, gamma, solver, backward, info), info)
