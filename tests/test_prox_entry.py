@@ -149,3 +149,30 @@ def test_the_circular_blur_refuses_like_the_rest():
     z = _rand((1, 1, 8, 8), 12)
     with pytest.raises(ValueError, match="solver: expected an unrolled.CG"):
         Blur(k, padding="circular").prox_l2(z, z, 1.0, backward="bogus", solver="notacg")
+
+
+@pytest.mark.parametrize("padding", ["valid", "reflect"])
+@pytest.mark.parametrize("fft", [True, False])
+@pytest.mark.parametrize("backward", ["implicit", "unroll"])
+def test_blur_checks_its_inputs_once_per_solve_not_per_iteration(
+    padding, fft, backward, monkeypatch
+):
+    """A spy counts the real input check of Blur; a solve of many iterations runs it a
+    fixed handful of times (A^H y, the normal operator, the implicit gradient's A)."""
+    calls = []
+    check = Blur._check_image
+
+    def counted(self, x, name):
+        calls.append(name)
+        return check(self, x, name)
+
+    monkeypatch.setattr(Blur, "_check_image", counted)
+    kernel = _kernel(8).requires_grad_()
+    op = Blur(kernel, padding=padding, fft=fft)
+    z = _rand((1, 1, 12, 12), 13).requires_grad_()
+    y = _rand(op.output_shape(z.shape), 14)
+    solver = CG(max_iter=30, tol=0, stop_at_floor=False, on_failure="ignore", preconditioner=None)
+    h, info = op.prox_l2_with_info(z, y, 50.0, solver=solver, backward=backward)
+    h.sum().backward()
+    assert int(info.forward.iterations.max()) == 30
+    assert len(calls) <= 6, calls

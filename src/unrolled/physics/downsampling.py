@@ -20,7 +20,8 @@ from torch import Tensor
 
 from . import _util
 from .base import Physics
-from .blur import PADDINGS, Blur, gaussian_kernel
+from .blur import PADDINGS, Blur
+from .kernels import gaussian_kernel
 
 __all__ = ["Downsampling"]
 
