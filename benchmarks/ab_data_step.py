@@ -60,7 +60,7 @@ def compare(base, size: int, *, rounds: int = 14, warmup: int = 2) -> dict:
             z = physics.A_adjoint(y).requires_grad_()
             start = time.perf_counter()
             solver = lib.CG(max_iter=100, tol=1e-8)
-            h, info = lib.linalg.prox_l2(physics, z, y, gamma, solver=solver, return_info=True)
+            h, info = lib.linalg.prox_l2_with_info(physics, z, y, gamma, solver=solver)
             h.backward(v)
             if r >= warmup:
                 times[name].append(time.perf_counter() - start)

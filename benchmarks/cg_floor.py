@@ -31,6 +31,7 @@ from collections import Counter
 import torch
 
 import unrolled as ur
+from unrolled.testing import dense_matrix
 
 from .config import PADDINGS, BenchConfig
 from .problem import make_batches, make_physics
@@ -58,7 +59,7 @@ def _dense_reference(physics, z0, y, v, gamma: float):
     if max(h, w) > DENSE_MAX_SIDE:
         return None
     op = _float64_copy(physics)
-    a = op.dense((1, 1, h, w), dtype=torch.float64)
+    a = dense_matrix(op, (1, 1, h, w), dtype=torch.float64)
     system = a.T @ a + torch.eye(h * w, dtype=torch.float64) / gamma
     chol = torch.linalg.cholesky(system)
     rhs = op.A_adjoint(y.double()) + z0.double() / gamma
@@ -109,9 +110,7 @@ def cg_floor_table(cfg: BenchConfig, size: int, batch: int, device) -> list[dict
                     preconditioner=choice,
                 )
                 z = z0.clone().requires_grad_(True)
-                h, info = ur.linalg.prox_l2(
-                    physics, z, y, gamma_t, solver=floor_solver, return_info=True
-                )
+                h, info = ur.linalg.prox_l2_with_info(physics, z, y, gamma_t, solver=floor_solver)
                 h.backward(v)
                 errors = {}
                 if dense is not None:
@@ -131,8 +130,8 @@ def cg_floor_table(cfg: BenchConfig, size: int, batch: int, device) -> list[dict
                     for _ in range(3):
                         _sync(device)
                         start = time.perf_counter()
-                        _, seed_info = ur.linalg.prox_l2(
-                            physics, z0, y, gamma_t, solver=seed_solver, return_info=True
+                        _, seed_info = ur.linalg.prox_l2_with_info(
+                            physics, z0, y, gamma_t, solver=seed_solver
                         )
                         _sync(device)
                         times.append(time.perf_counter() - start)

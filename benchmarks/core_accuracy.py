@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from unrolled.linalg import CG, MatrixOperator, prox_l2
+from unrolled.linalg import CG, MatrixOperator, prox_l2, prox_l2_with_info
 from unrolled.physics import (
     MRI,
     PADDINGS,
@@ -23,8 +23,8 @@ from unrolled.physics import (
     gaussian_kernel,
     smooth_coil_maps,
 )
-from unrolled.physics.testing import dense_prox
-from unrolled.physics.testing import relative_error as rel
+from unrolled.testing import adjointness_error, dense_prox
+from unrolled.testing import relative_error as rel
 from unrolled.train import SavedTensorMeter
 
 F64 = torch.float64
@@ -34,12 +34,14 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     print("adjoint test, float64, relative mismatch |<Ax,y> - <x,A^T y>| / (|Ax||y|):")
     for padding in PADDINGS:
-        err = Blur(torch.rand(5, 4, dtype=F64, generator=g), padding=padding).adjointness_error(
-            (2, 3, 16, 16), generator=g
+        err = adjointness_error(
+            Blur(torch.rand(5, 4, dtype=F64, generator=g), padding=padding),
+            (2, 3, 16, 16),
+            generator=g,
         )
         print(f"  blur {padding:9s} {err:.1e}")
     m = torch.randn(20, 30, dtype=torch.complex128, generator=g)
-    print(f"  dense complex128 {MatrixOperator(m).adjointness_error((4, 30), generator=g):.1e}")
+    print(f"  dense complex128 {adjointness_error(MatrixOperator(m), (4, 30), generator=g):.1e}")
 
     print("prox_l2 vs dense float64 solve (CG tol 1e-13), relative error:")
     tight = CG(max_iter=2000, tol=1e-13)
@@ -90,8 +92,8 @@ def main() -> None:
             y32.clone().requires_grad_(),
         )
         gm = torch.tensor([1.0, 0.5], requires_grad=True)
-        h, info = prox_l2(
-            Blur(kk), zz, yy, gm, solver=CG(max_iter=100, tol=1e-8), backward=mode, return_info=True
+        h, info = prox_l2_with_info(
+            Blur(kk), zz, yy, gm, solver=CG(max_iter=100, tol=1e-8), backward=mode
         )
         grads[mode] = torch.autograd.grad((h * v32).sum(), [zz, yy, gm, kk])
         print(f"  {mode:8s} forward CG {info.forward}")
@@ -151,11 +153,11 @@ def main() -> None:
         "MultiCoilMRI": (MultiCoilMRI(mask, maps), (2, 1, 16, 16), c128),
     }
     for name, (op, shape, dtype) in cases.items():
-        err = op.adjointness_error(shape, dtype=dtype, generator=g)
+        err = adjointness_error(op, shape, dtype=dtype, generator=g)
         line = f"  {name:25s} adjoint {err:.1e}"
         z = torch.randn(shape, dtype=dtype, generator=g)
         y = op.A(torch.randn(shape, dtype=dtype, generator=g))
-        h, info = op.prox_l2(z, y, 0.7, solver=tight, return_info=True)
+        h, info = op.prox_l2_with_info(z, y, 0.7, solver=tight)
         if info.mode == "closed_form":
             it = prox_l2(op, z, y, 0.7, solver=tight)
             line += f", closed form vs CG {rel(h, it):.1e}"

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 import unrolled as ur
+from unrolled.testing import adjointness_error
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", RuntimeWarning)  # a CUDA torchvision on a CPU torch
@@ -202,7 +203,7 @@ def ours(
 
 
 def _rel(a: Tensor, b: Tensor) -> float:
-    return ur.physics.testing.relative_error(a, b)
+    return ur.testing.relative_error(a, b)
 
 
 def measure(case: Case, solver: ur.CG) -> dict[str, float]:
@@ -220,7 +221,7 @@ def measure(case: Case, solver: ur.CG) -> dict[str, float]:
         else:
             ours_ax, ours_aty = op.A(x), op.A_adjoint(y)
         xin = interop.to_complex(x) if op.complex else x
-        adjointness = op.adjointness_error(xin, generator=_gen(2))
+        adjointness = adjointness_error(op, xin, generator=_gen(2))
     truth = dense_truth(case, seed=1)
     got = ours(case, seed=1, solver=solver)
     return {

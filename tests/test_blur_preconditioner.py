@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from unrolled.linalg import CG, prox_l2
+from unrolled.linalg import CG, prox_l2, prox_l2_with_info
 from unrolled.physics import PADDINGS, Blur, gaussian_kernel
-from unrolled.physics.testing import dense_matrix, dense_prox, prox_gradients
-from unrolled.physics.testing import relative_error as rel
+from unrolled.testing import dense_matrix, dense_prox, prox_gradients
+from unrolled.testing import relative_error as rel
 
 F64 = torch.float64
 BOUNDARY = CG(tol=1e-12, max_iter=2000, preconditioner=lambda o, g: o.boundary_preconditioner(g))
@@ -64,7 +64,7 @@ def test_boundary_preconditioned_prox_and_gradients_match_dense(padding):
 
     def ours(z, y, gamma):
         op = Blur(k, padding)
-        h, info = prox_l2(op, z, y, gamma, solver=BOUNDARY, return_info=True)
+        h, info = prox_l2_with_info(op, z, y, gamma, solver=BOUNDARY)
         assert info.forward.all_converged
         return h
 
@@ -88,14 +88,13 @@ def test_boundary_preconditioner_halves_valid_iterations_when_stiff():
     z = op.A_adjoint(y)
     gamma = torch.tensor(100.0, dtype=F64)
     solver = CG(tol=1e-6, max_iter=500, preconditioner=None)
-    _, plain = prox_l2(op, z, y, gamma, solver=solver, return_info=True)
-    _, pre = prox_l2(
+    _, plain = prox_l2_with_info(op, z, y, gamma, solver=solver)
+    _, pre = prox_l2_with_info(
         op,
         z,
         y,
         gamma,
         solver=CG(tol=1e-6, max_iter=500, preconditioner=BOUNDARY.preconditioner),
-        return_info=True,
     )
     assert 2 * int(pre.forward.iterations) <= int(plain.forward.iterations)
 
@@ -195,7 +194,7 @@ def test_boundary_preconditioner_with_per_sample_kernels_and_complex_images(dtyp
     z = torch.randn(2, 3, 10, 9, dtype=dtype, generator=g)
     y = op.A(torch.randn(2, 3, 10, 9, dtype=dtype, generator=g))
     gamma = torch.tensor([2.0, 50.0], dtype=F64)
-    h, info = prox_l2(op, z, y, gamma, solver=BOUNDARY, return_info=True)
+    h, info = prox_l2_with_info(op, z, y, gamma, solver=BOUNDARY)
     assert info.forward.all_converged
     assert rel(h, dense_prox(op, z, y, gamma)) < 1e-9
 

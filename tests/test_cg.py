@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from unrolled.linalg import CG, NonConvergenceError, NonConvergenceWarning, cg
-from unrolled.physics.testing import relative_error as rel
+from unrolled.testing import relative_error as rel
 
 
 def spd_batch(eigenvalues, seed=0, dtype=torch.float64):

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from unrolled.linalg import MatrixOperator
 from unrolled.physics import Blur
 from unrolled.physics.blur import PADDINGS
+from unrolled.testing import dense_matrix
 
 FLOATS = (torch.float32, torch.float64)
 DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
@@ -128,7 +129,7 @@ def test_blur_matches_its_dense_matrix_or_refuses(case):
     # The truth: the same operator in float64 / complex128, as a dense matrix.
     wide = torch.complex128 if dtype.is_complex else torch.float64
     exact = Blur(kernel.to(torch.float64), padding=case["padding"], fft=False)
-    m = exact.dense(x.shape, dtype=wide)
+    m = dense_matrix(exact, x.shape, dtype=wide)
     xv, yv = x.to(wide).reshape(-1), y.to(wide).reshape(-1)
     taps = kernel.shape[-1] * kernel.shape[-2]
     # The kernel's own rounding to float32 moves A by up to taps * eps32 too.

@@ -32,6 +32,7 @@ from unrolled.linalg import MatrixOperator
 from unrolled.linalg.prox import BACKWARD_MODES
 from unrolled.physics import Blur
 from unrolled.physics.blur import PADDINGS
+from unrolled.testing import dense_matrix
 
 from .test_fuzz_operators import DTYPES, eps, expect_clean_error
 
@@ -169,7 +170,7 @@ def test_prox_solves_the_normal_equations_or_refuses(case):
     wide = wide_of(dtype)
     # (the operator's own tensors, as rounded to dtype, widened: its exact matrix)
     exact_op = MatrixOperator(op.matrix.to(wide)) if case["kind"] == "matrix" else op
-    a = exact_op.dense(case["shape"], dtype=wide).to(wide)
+    a = dense_matrix(exact_op, case["shape"], dtype=wide).to(wide)
     n = z.numel()
     gamma_full = torch.as_tensor(gamma, dtype=torch.float64)
     if gamma_full.ndim == 1:
@@ -268,7 +269,7 @@ def test_l2_value_and_gradient_match_dense(shape, dtype, padding, seed):
     fidelity = ur.L2()
     value, grad = fidelity.value(x, y, op), fidelity.grad(x, y, op)
     wide = wide_of(dtype)
-    a = op.dense(shape, dtype=wide).to(wide)
+    a = dense_matrix(op, shape, dtype=wide).to(wide)
     r = a @ x.to(wide).reshape(-1) - y.to(wide).reshape(-1)
     per_sample = 0.5 * r.reshape(shape[0], -1).abs().square().sum(dim=1)
     assert value.shape == (shape[0],) and value.dtype == real_of(dtype)

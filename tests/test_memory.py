@@ -78,7 +78,7 @@ def _prox_peak(mode: str, max_iter: int) -> tuple[int, int, int]:
     # gamma = 1e3 makes A^T A + I/gamma poorly conditioned: CG runs all max_iter steps.
     solver = ur.CG(max_iter=max_iter, tol=0, stop_at_floor=False, on_failure="ignore")
     with PeakMemoryMeter("cpu") as meter:
-        h, info = ur.prox_l2(physics, z, y, 1e3, solver=solver, backward=mode, return_info=True)
+        h, info = ur.linalg.prox_l2_with_info(physics, z, y, 1e3, solver=solver, backward=mode)
         h.square().sum().backward()
     assert info.forward.iterations.tolist() == [max_iter, max_iter]
     assert bool((info.forward.residual > 0).all())

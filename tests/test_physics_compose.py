@@ -9,13 +9,24 @@ solutions agree to ~1e-13; 1e-10 on values, 1e-8 on gradients.
 import pytest
 import torch
 
-from unrolled.linalg import CG, LinearOperator, prox_l2
-from unrolled.linalg.compose import ComposedOperator, ScaledOperator, SumOperator
+from unrolled.linalg import (
+    CG,
+    ComposedOperator,
+    ScaledOperator,
+    SumOperator,
+    prox_l2,
+)
 from unrolled.physics import Blur, gaussian_kernel
 from unrolled.physics.downsampling import Downsampling
 from unrolled.physics.inpainting import Inpainting
 from unrolled.physics.mri import MRI
-from unrolled.physics.testing import dense_prox, prox_gradients, relative_error
+from unrolled.testing import (
+    adjointness_error,
+    dense_matrix,
+    dense_prox,
+    prox_gradients,
+    relative_error,
+)
 
 TIGHT = CG(max_iter=1000, tol=1e-14)
 C128 = torch.complex128
@@ -64,9 +75,9 @@ CASES = {
 def test_adjoint(case):
     make, shape, dtype = CASES[case]
     op = make()
-    assert op.adjointness_error(shape, dtype=dtype, generator=_gen(7)) <= 1e-12
+    assert adjointness_error(op, shape, dtype=dtype, generator=_gen(7)) <= 1e-12
     if dtype == torch.float64:  # real operators act on complex data too
-        assert op.adjointness_error(shape, dtype=C128, generator=_gen(8)) <= 1e-12
+        assert adjointness_error(op, shape, dtype=C128, generator=_gen(8)) <= 1e-12
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -98,7 +109,7 @@ def test_composition_values():
 def test_scaled_prox_delegates_to_closed_form():
     op = ScaledOperator(2.5, Inpainting(_weights(13)))
     z, y = _rand((2, 1, 8, 8), 14), _rand((2, 1, 8, 8), 15)
-    h, info = op.prox_l2(z, y, 0.7, return_info=True)
+    h, info = op.prox_l2_with_info(z, y, 0.7)
     assert info.mode == "closed_form"
     assert relative_error(h, dense_prox(op, z, y, 0.7)) <= 1e-10
 
@@ -146,38 +157,101 @@ def test_gradients_reach_every_part():
         assert relative_error(a, b) <= 1e-8
 
 
+# -- the algebra's dunders, against matrices built here without the library's operators --
+
+H = W = 8
+N = H * W
+
+
+def _circular_blur_matrix(kernel: torch.Tensor) -> torch.Tensor:
+    """``y[i, j] = sum k[m, n] x[(i - m + kh // 2) % H, (j - n + kw // 2) % W]`` by loops."""
+    kh, kw = kernel.shape
+    matrix = torch.zeros(N, N, dtype=torch.float64)
+    for i in range(H):
+        for j in range(W):
+            for m in range(kh):
+                for n in range(kw):
+                    src = ((i - m + kh // 2) % H) * W + (j - n + kw // 2) % W
+                    matrix[i * W + j, src] += kernel[m, n]
+    return matrix
+
+
+def _decimation_matrix(factor: int) -> torch.Tensor:
+    rows = [(factor * i) * W + factor * j for i in range(H // factor) for j in range(W // factor)]
+    return torch.eye(N, dtype=torch.float64)[rows]
+
+
+def _adjoint_matrix(op, out_shape, dtype) -> torch.Tensor:
+    """The matrix of ``op.A_adjoint``, column by column."""
+    m = torch.Size(out_shape).numel()
+    eye = torch.eye(m, dtype=dtype)
+    return torch.stack([op.A_adjoint(e.reshape(out_shape)).reshape(-1) for e in eye], dim=1)
+
+
 @pytest.fixture
-def operator_algebra(monkeypatch):
-    """The dunder methods proposed for LinearOperator, patched in for the test."""
-
-    def matmul(self, other):
-        if not isinstance(other, LinearOperator):
-            return NotImplemented
-        return ComposedOperator(self, other)
-
-    def add(self, other):
-        if not isinstance(other, LinearOperator):
-            return NotImplemented
-        return SumOperator(self, other)
-
-    def mul(self, scale):
-        if isinstance(scale, LinearOperator):
-            return NotImplemented
-        return ScaledOperator(scale, self)
-
-    monkeypatch.setattr(LinearOperator, "__matmul__", matmul, raising=False)
-    monkeypatch.setattr(LinearOperator, "__add__", add, raising=False)
-    monkeypatch.setattr(LinearOperator, "__mul__", mul, raising=False)
-    monkeypatch.setattr(LinearOperator, "__rmul__", mul, raising=False)
+def parts():
+    kernel = torch.rand(3, 3, dtype=torch.float64, generator=_gen(21))
+    w = _weights(22)
+    blur = Blur(kernel, padding="circular", fft=False)
+    return {
+        "blur": (blur, _circular_blur_matrix(kernel)),
+        "mask": (Inpainting(w), torch.diag(w.reshape(-1))),
+        "down": (Downsampling(2, None), _decimation_matrix(2)),
+    }
 
 
-def test_dunders(operator_algebra):
-    blur, w = _blur(), Inpainting(_weights(21))
-    x = _rand((1, 1, 8, 8), 22)
-    op = 2.0 * (Downsampling(2, None) @ (blur + w)) * 0.5
-    assert isinstance(op, ScaledOperator)
-    torch.testing.assert_close(op.A(x), (blur.A(x) + w.A(x))[..., ::2, ::2])
-    assert op.adjointness_error((1, 1, 8, 8), generator=_gen(23)) <= 1e-12
+def _check(op, expected, dtype=torch.float64):
+    """``op``'s matrix and its adjoint's against ``expected`` (float64: exact sums of
+    a few products, so agreement to a few ulps)."""
+    got = dense_matrix(op, (1, 1, H, W), dtype)
+    torch.testing.assert_close(got, expected.to(dtype), rtol=0, atol=1e-14)
+    out_shape = op.output_shape((1, 1, H, W))
+    adjoint = _adjoint_matrix(op, out_shape, dtype)
+    torch.testing.assert_close(adjoint, expected.to(dtype).conj().T, rtol=0, atol=1e-14)
+
+
+def test_scaling_by_a_number_on_either_side(parts):
+    blur, b = parts["blur"]
+    for op in (2.0 * blur, blur * 2.0, -3 * blur):
+        assert isinstance(op, ScaledOperator) and op.op is blur
+    _check(2.0 * blur, 2.0 * b)
+    _check(blur * 2.0, 2.0 * b)
+    _check(-3 * blur, -3.0 * b)
+
+
+def test_complex_scaling_conjugates_in_the_adjoint(parts):
+    mask, m = parts["mask"]
+    c = 0.6 - 1.2j
+    _check(c * mask, c * m.to(C128), dtype=C128)
+
+
+def test_composition_is_matmul(parts):
+    (blur, b), (down, d) = parts["blur"], parts["down"]
+    op = down @ blur
+    assert isinstance(op, ComposedOperator) and (op.outer, op.inner) == (down, blur)
+    _check(op, d @ b)
+
+
+def test_sum_is_add(parts):
+    (blur, b), (mask, m) = parts["blur"], parts["mask"]
+    op = blur + mask
+    assert isinstance(op, SumOperator) and (op.first, op.second) == (blur, mask)
+    _check(op, b + m)
+
+
+def test_expression_of_all_three(parts):
+    (blur, b), (mask, m), (down, d) = parts["blur"], parts["mask"], parts["down"]
+    op = 2.0 * (down @ (blur + mask)) * 0.5
+    _check(op, d @ (b + m))
+    z, y = _rand((2, 1, H, W), 24), _rand((2, 1, H // 2, W // 2), 25)
+    assert relative_error(op.prox_l2(z, y, 0.7, solver=TIGHT), dense_prox(op, z, y, 0.7)) <= 1e-10
+
+
+def test_the_algebra_refuses_what_is_not_an_operator(parts):
+    blur, _ = parts["blur"]
+    for bad in (lambda: blur @ 3, lambda: blur + 1.0, lambda: 1.0 + blur, lambda: blur * blur):
+        with pytest.raises(TypeError):
+            bad()
 
 
 def test_bad_inputs():

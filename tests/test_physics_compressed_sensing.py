@@ -12,7 +12,7 @@ import torch
 
 from unrolled.linalg import CG, prox_l2
 from unrolled.physics.compressed_sensing import CompressedSensing
-from unrolled.physics.testing import dense_prox, prox_gradients, relative_error
+from unrolled.testing import adjointness_error, dense_prox, prox_gradients, relative_error
 
 TIGHT = CG(max_iter=1000, tol=1e-14)
 DTYPES = [torch.float64, torch.complex128]
@@ -29,7 +29,7 @@ def _gen(seed=0):
 def test_adjoint_and_shapes(dtype, m, n):
     op = CompressedSensing(m, n, dtype=dtype)
     shape = (3, *((n,) if isinstance(n, int) else n))
-    assert op.adjointness_error(shape, dtype=dtype, generator=_gen(1)) <= 1e-12
+    assert adjointness_error(op, shape, dtype=dtype, generator=_gen(1)) <= 1e-12
     assert op.output_shape(shape) == (3, m)
     assert op(torch.zeros(shape, dtype=dtype)).shape == (3, m)
 
@@ -62,7 +62,7 @@ def test_prox_values(dtype, m, n, gamma):
     if gamma == "per-sample":
         gamma = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
     ref = dense_prox(op, z, y, gamma)
-    closed, info = op.prox_l2(z, y, gamma, return_info=True)
+    closed, info = op.prox_l2_with_info(z, y, gamma)
     iterative = prox_l2(op, z, y, gamma, solver=TIGHT)
     assert info.mode == "closed_form"
     assert relative_error(closed, ref) <= 1e-10
@@ -74,12 +74,12 @@ def test_iterative_fallbacks():
     """Above max_factor_size, or with a gamma varying inside a sample: CG."""
     op = CompressedSensing(20, (1, 4, 8), dtype=torch.float64, max_factor_size=10)
     z, y, _ = _problem(op, torch.float64)
-    h, info = op.prox_l2(z, y, 0.7, solver=TIGHT, return_info=True)
+    h, info = op.prox_l2_with_info(z, y, 0.7, solver=TIGHT)
     assert info.mode == "implicit" and info.forward is not None
     assert relative_error(h, dense_prox(op, z, y, 0.7)) <= 1e-10
     op = CompressedSensing(20, (1, 4, 8), dtype=torch.float64)
     gamma = torch.rand(1, 1, 4, 8, dtype=torch.float64, generator=_gen(9)) + 0.5
-    h, info = op.prox_l2(z, y, gamma, solver=TIGHT, return_info=True)
+    h, info = op.prox_l2_with_info(z, y, gamma, solver=TIGHT)
     assert info.mode == "implicit"
     assert relative_error(h, dense_prox(op, z, y, gamma)) <= 1e-10
 

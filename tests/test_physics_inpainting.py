@@ -11,7 +11,7 @@ import torch
 
 from unrolled.linalg import CG, ProxInfo, prox_l2
 from unrolled.physics.inpainting import Inpainting
-from unrolled.physics.testing import dense_prox, prox_gradients, relative_error
+from unrolled.testing import adjointness_error, dense_prox, prox_gradients, relative_error
 
 TIGHT = CG(max_iter=500, tol=1e-14)
 
@@ -25,13 +25,13 @@ def _gen(seed=0):
 def test_adjoint(dtype, mask_shape):
     mask = torch.rand(mask_shape, generator=_gen(), dtype=torch.float64)
     op = Inpainting(mask)
-    assert op.adjointness_error((3, 2, 8, 8), dtype=dtype, generator=_gen(1)) <= 1e-12
+    assert adjointness_error(op, (3, 2, 8, 8), dtype=dtype, generator=_gen(1)) <= 1e-12
 
 
 def test_complex_weights_adjoint():
     g = _gen()
     mask = torch.randn(8, 8, dtype=torch.complex128, generator=g)
-    assert Inpainting(mask).adjointness_error((2, 1, 8, 8), dtype=torch.complex128) <= 1e-12
+    assert adjointness_error(Inpainting(mask), (2, 1, 8, 8), dtype=torch.complex128) <= 1e-12
 
 
 def _problem(dtype, batch=2, per_sample=False, seed=0):
@@ -53,7 +53,7 @@ def test_prox_values(dtype, per_sample):
     op = Inpainting((logits > 0).double())  # a 0/1 mask
     ref = dense_prox(op, z, y, gamma)
     iterative = prox_l2(op, z, y, gamma, solver=TIGHT)
-    closed, info = op.prox_l2(z, y, gamma, return_info=True)
+    closed, info = op.prox_l2_with_info(z, y, gamma)
     assert relative_error(iterative, ref) <= 1e-10
     assert relative_error(closed, ref) <= 1e-10
     assert relative_error(closed, iterative) <= 1e-8

@@ -22,7 +22,13 @@ from unrolled.physics.mri import (
     ifft2c,
     smooth_coil_maps,
 )
-from unrolled.physics.testing import dense_prox, prox_gradients, relative_error, saved_bytes
+from unrolled.testing import (
+    adjointness_error,
+    dense_prox,
+    prox_gradients,
+    relative_error,
+    saved_bytes,
+)
 
 TIGHT = CG(max_iter=500, tol=1e-14)
 C128 = torch.complex128
@@ -53,7 +59,7 @@ def test_single_coil_adjoint(mask_shape):
     mask = torch.rand(mask_shape, dtype=torch.float64, generator=_gen())
     op = MRI(mask)
     assert op.domain_dtype() == C128
-    assert op.adjointness_error((3, 2, 8, 8), generator=_gen(1)) <= 1e-12
+    assert adjointness_error(op, (3, 2, 8, 8), generator=_gen(1)) <= 1e-12
 
 
 @pytest.mark.parametrize("mask_shape", [(8, 8), (2, 1, 8, 8)])
@@ -63,7 +69,7 @@ def test_single_coil_prox(mask_shape):
     z, y = _cplx((2, 1, 8, 8), 3), _cplx((2, 1, 8, 8), 4)
     gamma = torch.tensor([0.5, 2.0], dtype=torch.float64)
     ref = dense_prox(op, z, y, gamma)
-    closed, info = op.prox_l2(z, y, gamma, return_info=True)
+    closed, info = op.prox_l2_with_info(z, y, gamma)
     iterative = prox_l2(op, z, y, gamma, solver=TIGHT)
     assert info.mode == "closed_form" and info.forward is None
     assert relative_error(closed, ref) <= 1e-10
@@ -71,7 +77,7 @@ def test_single_coil_prox(mask_shape):
     assert relative_error(closed, iterative) <= 1e-8
     # a per-pixel gamma has no k-space closed form: iterative fallback, still exact
     gamma = torch.rand(2, 1, 8, 8, dtype=torch.float64, generator=_gen(5)) + 0.5
-    h, info = op.prox_l2(z, y, gamma, solver=TIGHT, return_info=True)
+    h, info = op.prox_l2_with_info(z, y, gamma, solver=TIGHT)
     assert info.mode == "implicit"
     assert relative_error(h, dense_prox(op, z, y, gamma)) <= 1e-10
 
@@ -141,14 +147,14 @@ def test_multi_coil_adjoint(mask_shape, batch_maps):
     maps = _maps(batch=batch_maps) * (1 + 0.1 * _cplx((batch_maps, 3, 8, 8), 2))
     op = MultiCoilMRI(mask, maps)
     assert op.output_shape((2, 1, 8, 8)) == (2, 3, 8, 8)
-    assert op.adjointness_error((2, 1, 8, 8), generator=_gen(3)) <= 1e-12
+    assert adjointness_error(op, (2, 1, 8, 8), generator=_gen(3)) <= 1e-12
 
 
 def test_multi_coil_prox():
     op = MultiCoilMRI(cartesian_mask((8, 8), 4, 0.25, dtype=torch.float64), _maps(4))
     z, y = _cplx((2, 1, 8, 8), 4), _cplx((2, 4, 8, 8), 5)
     gamma = torch.tensor([0.5, 2.0], dtype=torch.float64)
-    h, info = op.prox_l2(z, y, gamma, solver=TIGHT, return_info=True)
+    h, info = op.prox_l2_with_info(z, y, gamma, solver=TIGHT)
     assert info.mode == "implicit" and info.forward.all_converged
     assert relative_error(h, dense_prox(op, z, y, gamma)) <= 1e-10
 

@@ -4,10 +4,10 @@ import pytest
 import torch
 
 import unrolled as ur
-from unrolled.linalg import CG, MatrixOperator, NonConvergenceWarning, prox_l2
+from unrolled.linalg import CG, MatrixOperator, NonConvergenceWarning, prox_l2, prox_l2_with_info
 from unrolled.physics import Blur, gaussian_kernel
-from unrolled.physics.testing import dense_prox
-from unrolled.physics.testing import relative_error as rel
+from unrolled.testing import dense_prox
+from unrolled.testing import relative_error as rel
 from unrolled.train import SavedTensorMeter
 
 F64 = torch.float64
@@ -255,7 +255,7 @@ def test_unconverged_implicit_forward_warns_gradient_is_approximate():
 def test_info_reports_forward_and_backward_solves():
     op, z, y = blur_problem("valid")
     z.requires_grad_()
-    h, info = prox_l2(op, z, y, 1.0, solver=TIGHT, return_info=True)
+    h, info = prox_l2_with_info(op, z, y, 1.0, solver=TIGHT)
     assert info.forward.all_converged and info.backward is None
     h.sum().backward()
     assert info.backward is not None and info.backward.iterations.min() > 0
@@ -299,7 +299,7 @@ def saved_bytes(mode, max_iter, op, z, y, gamma):
     )
     zz = z.clone().requires_grad_()
     with SavedTensorMeter() as meter:
-        h, info = prox_l2(op, zz, y, gamma, solver=solver, backward=mode, return_info=True)
+        h, info = prox_l2_with_info(op, zz, y, gamma, solver=solver, backward=mode)
     assert info.forward.iterations.tolist() == [max_iter] * z.shape[0]  # every iteration ran
     h.sum().backward()
     return meter.saved_bytes
@@ -402,14 +402,13 @@ def test_unroll_differentiates_through_a_preconditioner():
     truth = dense_prox(Blur(kernel, padding="circular"), z, y, gamma)
     truth_grads = torch.autograd.grad(truth.sum(), [gamma, kernel])
     for mode in ("unroll", "checkpoint", "implicit"):
-        h, info = prox_l2(
+        h, info = prox_l2_with_info(
             Blur(kernel, padding="circular"),
             z,
             y,
             gamma,
             solver=solver,
             backward=mode,
-            return_info=True,
         )
         assert info.forward.iterations.max() <= 2
         for a, b in zip(torch.autograd.grad(h.sum(), [gamma, kernel]), truth_grads, strict=True):

@@ -15,6 +15,7 @@ import unrolled as ur
 import unrolled.unfolded.hqs
 from unrolled.models import DnCNN, PnP
 from unrolled.physics import Blur, GaussianNoise, gaussian_kernel
+from unrolled.testing import dense_matrix
 from unrolled.unfolded import ADMM, DRS, HQS, PGD, ScalarSpec, Unfolded, build
 
 ALGORITHMS = ["hqs", "admm", "pgd", "drs"]
@@ -126,7 +127,7 @@ def test_iterations_match_dense_reference(algorithm):
     # values the model really uses.
     stepsize, sigma = model.stepsize.tolist(), model.sigma.tolist()
     extra_values = model.scalars[extra[algorithm][0]].tolist() if kwargs else [None] * 3
-    matrix = physics.dense((1, 1, 10, 10), dtype=torch.float64)
+    matrix = dense_matrix(physics, (1, 1, 10, 10), dtype=torch.float64)
     flat_y = y.reshape(2, -1)
     # The default initial estimate of a blur: A^T y / A^T 1, from the dense matrix.
     x0 = ((flat_y @ matrix) / (torch.ones_like(flat_y) @ matrix)).reshape(x.shape)

@@ -2,7 +2,7 @@
 backward for the least-squares data step."""
 
 # _startup first: it must act before torch is imported (see that module).
-from . import _startup, data, evaluation, linalg, models, physics, train, unfolded  # noqa: F401
+from . import _startup, data, evaluation, linalg, models, physics, testing, train, unfolded  # noqa: F401
 from .fidelity import L2, SolveStats
 from .linalg import CG, SolveInfo, prox_l2
 from .saving import load, save
@@ -23,6 +23,7 @@ __all__ = [
     "physics",
     "prox_l2",
     "save",
+    "testing",
     "train",
     "unfolded",
 ]

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
+from .linalg import LinearOperator, batch_norm
 from .linalg.cg import CG, SolveInfo
-from .linalg.operator import LinearOperator, batch_norm
 from .linalg.prox import BACKWARD_MODES, ProxInfo
 
 __all__ = ["L2", "SolveStats"]
@@ -101,9 +101,7 @@ class L2(nn.Module):
     def prox(self, z: Tensor, y: Tensor, physics: LinearOperator, gamma) -> Tensor:
         """``argmin_x f(x) + 1/(2 gamma) ||x - z||^2``: the operator's closed form where it
         has one, else CG with this fidelity's solver and backward mode."""
-        h, info = physics.prox_l2(
-            z, y, gamma, solver=self.solver, backward=self.backward, return_info=True
-        )
+        h, info = physics.prox_l2_with_info(z, y, gamma, solver=self.solver, backward=self.backward)
         self.stats.last = info
         if info.forward is not None:
             self.stats.add_forward(info.forward)

@@ -33,8 +33,9 @@ from torch import Tensor
 
 from ..fidelity import L2 as UnrolledL2
 from ..fidelity import SolveStats
+from ..linalg._capture import tensor_slots
 from ..linalg.cg import CG
-from ..linalg.operator import LinearOperator, tensor_slots
+from ..linalg.operator import LinearOperator
 from ..linalg.prox import BACKWARD_MODES
 from ._imports import import_deepinv
 

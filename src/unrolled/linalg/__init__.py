@@ -1,9 +1,10 @@
 """Matrix-free linear algebra: operators, batched CG, and the least-squares prox."""
 
+from ._vectors import batch_inner, batch_norm
 from .cg import CG, NonConvergenceError, NonConvergenceWarning, SolveInfo, cg
-from .compose import ComposedOperator, ScaledOperator, SumOperator
-from .operator import LinearOperator, MatrixOperator, batch_inner, batch_norm
-from .prox import BACKWARD_MODES, ProxInfo, prox_l2
+from .matrix import MatrixOperator
+from .operator import ComposedOperator, LinearOperator, ScaledOperator, SumOperator
+from .prox import BACKWARD_MODES, ProxInfo, ProxResult, prox_l2, prox_l2_with_info
 
 __all__ = [
     "BACKWARD_MODES",
@@ -14,6 +15,7 @@ __all__ = [
     "NonConvergenceError",
     "NonConvergenceWarning",
     "ProxInfo",
+    "ProxResult",
     "ScaledOperator",
     "SolveInfo",
     "SumOperator",
@@ -21,4 +23,5 @@ __all__ = [
     "batch_norm",
     "cg",
     "prox_l2",
+    "prox_l2_with_info",
 ]

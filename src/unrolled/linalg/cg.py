@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from .operator import batch_inner, batch_norm
+from ._vectors import batch_inner, batch_norm
 
 __all__ = ["CG", "SolveInfo", "NonConvergenceError", "NonConvergenceWarning", "cg"]
 

@@ -1,4 +1,4 @@
-"""Matrix-free linear operators.
+"""Matrix-free linear operators: the interface, and the operators its algebra builds.
 
 A :class:`LinearOperator` maps a batch ``x`` of shape ``(B, ...)`` to ``A x`` and
 back through its adjoint. It is an ``nn.Module`` so its tensors move with
@@ -9,53 +9,60 @@ a buffer, a plain tensor attribute, or the same inside a sub-module. The
 implicit backward of :func:`unrolled.linalg.prox_l2` relies on that to route
 gradients to those tensors (and to whatever network produced them); a tensor
 hidden elsewhere (a list, a closure) is detected and refused there.
+
+``A2 @ A1``, ``A1 + A2`` and ``c * A`` build :class:`ComposedOperator`,
+:class:`SumOperator` and :class:`ScaledOperator`. They live here, beside the
+interface whose operators return them, so the algebra needs no import cycle.
+Dense matrices and adjointness checks for testing an operator are in
+:mod:`unrolled.testing`.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+import abc
+from collections.abc import Callable, Sequence
+from numbers import Number
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LinearOperator", "MatrixOperator", "inner", "batch_inner", "batch_norm"]
+from ._capture import tensor_slots
+from ._iterative import iterative_prox
+from ._prox_inputs import ProxInfo, ProxResult, check_prox_inputs, check_solve_settings
+
+__all__ = ["LinearOperator", "ComposedOperator", "SumOperator", "ScaledOperator"]
 
 
-def batch_inner(a: Tensor, b: Tensor) -> Tensor:
-    """Real inner product ``Re <a_i, b_i>`` per sample, shape ``(B,)``."""
-    prod = torch.linalg.vecdot(a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1))
-    return prod.real if prod.is_complex() else prod
-
-
-def batch_norm(a: Tensor) -> Tensor:
-    """Euclidean norm per sample, shape ``(B,)`` (real)."""
-    return torch.linalg.vector_norm(a.reshape(a.shape[0], -1), dim=1)
-
-
-def inner(a: Tensor, b: Tensor) -> Tensor:
-    """Full (complex, conjugate-linear in ``a``) inner product ``<a, b>`` over all entries."""
-    return torch.vdot(a.reshape(-1), b.reshape(-1))
-
-
-class LinearOperator(nn.Module):
+class LinearOperator(nn.Module, abc.ABC):
     """A linear map ``A`` on batched tensors, with its adjoint.
 
-    Subclasses implement :meth:`A` and :meth:`A_adjoint`; they may override
-    :meth:`normal` (``A^H A``) when one fused operation is cheaper, and
-    :meth:`output_shape` to avoid a trial evaluation. For complex data the
-    adjoint is the conjugate transpose.
+    Subclasses implement :meth:`A` and :meth:`A_adjoint` (a class missing either cannot
+    be instantiated). They may override :meth:`normal` (``A^H A``) or
+    :meth:`normal_map` when one fused operation is cheaper, :meth:`output_shape` to
+    avoid a trial evaluation, and ``_closed_form_prox`` when the least-squares prox
+    has a closed form. For complex data the adjoint is the conjugate transpose.
     """
 
+    @abc.abstractmethod
     def A(self, x: Tensor) -> Tensor:  # noqa: N802 - the field's notation
-        raise NotImplementedError
+        """``A x``."""
 
+    @abc.abstractmethod
     def A_adjoint(self, y: Tensor) -> Tensor:  # noqa: N802
-        raise NotImplementedError
+        """``A^H y``."""
 
     def normal(self, x: Tensor) -> Tensor:
         """``A^H A x``."""
         return self.A_adjoint(self.A(x))
+
+    def normal_map(self, like: Tensor) -> Callable[[Tensor], Tensor]:
+        """The function ``x -> A^H A x`` for inputs shaped and typed like ``like``.
+
+        An iterative solve asks for it once and applies it every iteration, so an
+        operator may check ``like`` here once and return a function that skips its
+        per-call checks. The default is :meth:`normal`.
+        """
+        return self.normal
 
     def forward(self, x: Tensor) -> Tensor:
         return self.A(x)
@@ -70,16 +77,15 @@ class LinearOperator(nn.Module):
             out = self.A(torch.zeros(tuple(input_shape), dtype=dtype, device=self.device()))
         return out.shape
 
-    # -- small helpers -----------------------------------------------------------------
-
     def device(self) -> torch.device:
-        for t in _registered_tensors(self):
+        """The device of the operator's first tensor (CPU if it holds none)."""
+        for *_, t in tensor_slots(self):
             return t.device
         return torch.device("cpu")
 
     def domain_dtype(self) -> torch.dtype:
         """Default dtype of ``x`` for trial evaluations: that of the operator's first tensor."""
-        for t in _registered_tensors(self):
+        for *_, t in tensor_slots(self):
             if t.is_floating_point() or t.is_complex():
                 return t.dtype
         return torch.get_default_dtype()
@@ -94,229 +100,183 @@ class LinearOperator(nn.Module):
         """
         return None
 
+    # -- the least-squares prox: validated here, solved in closed form or by CG ---------
+
     def prox_l2(
-        self,
-        z: Tensor,
-        y: Tensor,
-        gamma,
-        *,
-        solver=None,
-        backward: str = "implicit",
-        return_info: bool = False,
-    ):
-        """``argmin_x 1/2 ||A x - y||^2 + 1/(2 gamma) ||x - z||^2``.
+        self, z: Tensor, y: Tensor, gamma, *, solver=None, backward: str = "implicit"
+    ) -> Tensor:
+        """``argmin_x 1/2 ||A x - y||^2 + 1/(2 gamma) ||x - z||^2``, shaped like ``z``.
 
-        The default solves the normal equations iteratively
-        (:func:`unrolled.linalg.prox_l2`, same arguments). Operators with a closed form
-        override it, differentiate it by plain autograd, and report
-        ``ProxInfo(mode="closed_form", forward=None)`` when ``return_info`` is set.
+        The value of :meth:`prox_l2_with_info` (same arguments).
         """
-        from .prox import prox_l2
+        return self.prox_l2_with_info(z, y, gamma, solver=solver, backward=backward).value
 
-        return prox_l2(self, z, y, gamma, solver=solver, backward=backward, return_info=return_info)
+    def prox_l2_with_info(
+        self, z: Tensor, y: Tensor, gamma, *, solver=None, backward: str = "implicit"
+    ) -> ProxResult:
+        """The prox and the statistics of its solve (:class:`~unrolled.linalg.ProxResult`).
 
-    # -- composition: A2 @ A1, A1 + A2, c * A ---------------------------------------------
+        Every argument is checked once, as :func:`unrolled.linalg.prox_l2` checks it.
+        Then the operator's closed form (``_closed_form_prox``) is used where it has
+        one for these inputs, differentiated by plain autograd and reported as
+        ``ProxInfo(mode="closed_form", forward=None)``; otherwise the normal equations
+        are solved by ``solver`` (default ``CG()``) with the ``backward`` mode, and the
+        info's ``backward`` field is filled in when the backward pass runs. Operators
+        customise this through ``_closed_form_prox``, not by overriding it.
+        """
+        solver = check_solve_settings(solver, backward)
+        gamma = check_prox_inputs(self, z, y, gamma)
+        h = self._closed_form_prox(z, y, gamma)
+        if h is not None:
+            return ProxResult(h, ProxInfo(mode="closed_form", forward=None))
+        info = ProxInfo(mode=backward, forward=None)
+        return ProxResult(iterative_prox(self, z, y, gamma, solver, backward, info), info)
+
+    def _closed_form_prox(self, z: Tensor, y: Tensor, gamma: Tensor) -> Tensor | None:
+        """The prox in closed form for validated inputs, or ``None`` where there is none.
+
+        ``gamma`` is a real tensor broadcasting to ``z`` (a per-sample gamma has shape
+        ``(B, 1, ...)``). The default has none.
+        """
+        return None
+
+    # -- the algebra: A2 @ A1, A1 + A2, c * A ---------------------------------------------
 
     def __matmul__(self, other):
-        from .compose import ComposedOperator
-
         return (
             ComposedOperator(self, other) if isinstance(other, LinearOperator) else NotImplemented
         )
 
     def __add__(self, other):
-        from .compose import SumOperator
-
         return SumOperator(self, other) if isinstance(other, LinearOperator) else NotImplemented
 
     def __mul__(self, scale):
-        from .compose import ScaledOperator
-
         return NotImplemented if isinstance(scale, LinearOperator) else ScaledOperator(scale, self)
 
     __rmul__ = __mul__
 
-    # -- testing aids ------------------------------------------------------------------
 
-    def dense(self, input_shape: Sequence[int], *, dtype: torch.dtype | None = None) -> Tensor:
-        """The matrix of ``A`` on inputs of shape ``input_shape`` (batch included).
-
-        Columns are ``A e_j`` for the canonical basis of ``vec(x)``; for an operator
-        with per-sample tensors pass the full batch shape and get a block-diagonal
-        matrix. Meant for small sizes in tests.
-        """
-        input_shape = tuple(input_shape)
-        dtype = dtype or self.domain_dtype()
-        n = math.prod(input_shape)
-        device = self.device()
-        columns = []
-        with torch.no_grad():
-            if input_shape[0] == 1:
-                # A one-sample operator acts on any batch: apply it to many basis vectors at once.
-                eye = torch.eye(n, dtype=dtype, device=device)
-                for chunk in eye.split(256):
-                    out = self.A(chunk.reshape(chunk.shape[0], *input_shape[1:]))
-                    columns.append(out.reshape(chunk.shape[0], -1))
-            else:
-                for j in range(n):
-                    e = torch.zeros(n, dtype=dtype, device=device)
-                    e[j] = 1
-                    columns.append(self.A(e.reshape(input_shape)).reshape(1, -1))
-        return torch.cat(columns).transpose(0, 1)
-
-    def adjointness_error(
-        self,
-        input_shape: Sequence[int] | Tensor,
-        *,
-        dtype: torch.dtype | None = None,
-        generator: torch.Generator | None = None,
-    ) -> float:
-        """Relative mismatch ``|<A x, y> - <x, A^H y>| / max(|Ax||y|, |x||A^H y|)``.
-
-        ``input_shape`` is the shape of ``x`` (batch included), or a tensor whose shape
-        and dtype are taken. ``x`` and ``y`` are random (complex when ``dtype`` is). The
-        complex inner product is compared in full, so a wrong conjugation is caught too.
-        A correct adjoint gives a few ulps of ``dtype``.
-        """
-        if isinstance(input_shape, Tensor):
-            dtype = dtype or input_shape.dtype
-            input_shape = input_shape.shape
-        dtype = dtype or self.domain_dtype()
-        device = self.device()
-        with torch.no_grad():
-            x = _randn(tuple(input_shape), dtype, device, generator)
-            ax = self.A(x)
-            y = _randn(ax.shape, ax.dtype, device, generator)
-            aty = self.A_adjoint(y)
-            lhs = inner(ax, y)
-            rhs = inner(x, aty)
-            scale = torch.maximum(ax.norm() * y.norm(), x.norm() * aty.norm())
-        if scale == 0:
-            return 0.0
-        return float((lhs - rhs).abs() / scale)
-
-    #: the name deepinv users know
-    adjointness_test = adjointness_error
+def _check_operator(op, name: str) -> LinearOperator:
+    if not isinstance(op, LinearOperator):
+        raise ValueError(f"{name}: expected a LinearOperator, got {type(op).__name__}")
+    return op
 
 
-def _randn(shape, dtype, device, generator: torch.Generator | None) -> Tensor:
-    # drawn on the generator's device, then moved: a CPU generator serves a GPU operator
-    where = generator.device if generator is not None else device
-    return torch.randn(shape, dtype=dtype, device=where, generator=generator).to(device)
+class ComposedOperator(LinearOperator):
+    """``A x = outer(inner(x))``: ``outer @ inner``. Only the operators, not their noise.
 
-
-class MatrixOperator(LinearOperator):
-    """``A x = x @ M^T`` for ``x`` of shape ``(B, n)`` and a dense ``M`` of shape ``(m, n)``.
-
-    Real or complex. ``M`` may also be ``(B, m, n)``, one matrix per sample. ``x`` has
-    the matrix's dtype, or is complex of the same precision as a real matrix.
+    The parts are sub-modules: their tensors are found by the implicit backward
+    (gradients reach every part) and move with ``.to()``. ``A^H = inner^H outer^H``.
     """
 
-    def __init__(self, matrix: Tensor):
+    def __init__(self, outer: LinearOperator, inner: LinearOperator):
         super().__init__()
-        if not isinstance(matrix, Tensor) or matrix.ndim not in (2, 3):
-            got = type(matrix).__name__ if not isinstance(matrix, Tensor) else tuple(matrix.shape)
-            raise ValueError(f"matrix: expected a tensor of shape (m, n) or (B, m, n), got {got}")
-        if not (matrix.is_floating_point() or matrix.is_complex()):
-            raise ValueError(f"matrix: expected a floating or complex tensor, got {matrix.dtype}")
-        self.matrix = matrix
+        self.inner = _check_operator(inner, "inner")
+        self.outer = _check_operator(outer, "outer")
 
     def A(self, x: Tensor) -> Tensor:  # noqa: N802
-        m = self._check(x, self.matrix.shape[-1], "x")
-        if m.ndim == 2:
-            return x @ m.transpose(-2, -1)
-        return (m @ x.unsqueeze(-1)).squeeze(-1)
+        return self.outer.A(self.inner.A(x))
 
     def A_adjoint(self, y: Tensor) -> Tensor:  # noqa: N802
-        mh = self._check(y, self.matrix.shape[-2], "y").conj()
-        if mh.ndim == 2:
-            return y @ mh
-        return (mh.transpose(-2, -1) @ y.unsqueeze(-1)).squeeze(-1)
+        return self.inner.A_adjoint(self.outer.A_adjoint(y))
 
     def output_shape(self, input_shape: Sequence[int]) -> torch.Size:
-        return torch.Size((input_shape[0], self.matrix.shape[-2]))
+        return self.outer.output_shape(self.inner.output_shape(input_shape))
 
-    def _check(self, t: Tensor, size: int, name: str) -> Tensor:
-        """Validate ``t`` against the matrix; return the matrix in ``t``'s dtype."""
-        if not isinstance(t, Tensor):
-            raise ValueError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
-        if t.ndim != 2 or t.shape[-1] != size:
-            raise ValueError(f"{name}: expected shape (B, {size}), got {tuple(t.shape)}")
-        m = self.matrix
-        if m.ndim == 3 and m.shape[0] not in (1, t.shape[0]):
+    def domain_dtype(self) -> torch.dtype:
+        return torch.promote_types(self.inner.domain_dtype(), self.outer.domain_dtype())
+
+
+class SumOperator(LinearOperator):
+    """``A x = first(x) + second(x)``; both map the same inputs to the same shape.
+    ``A^H = first^H + second^H``."""
+
+    def __init__(self, first: LinearOperator, second: LinearOperator):
+        super().__init__()
+        self.first = _check_operator(first, "first")
+        self.second = _check_operator(second, "second")
+
+    def A(self, x: Tensor) -> Tensor:  # noqa: N802
+        self.output_shape(x.shape)
+        return self.first.A(x) + self.second.A(x)
+
+    def A_adjoint(self, y: Tensor) -> Tensor:  # noqa: N802
+        return self.first.A_adjoint(y) + self.second.A_adjoint(y)
+
+    def output_shape(self, input_shape: Sequence[int]) -> torch.Size:
+        a, b = self.first.output_shape(input_shape), self.second.output_shape(input_shape)
+        if a != b:
             raise ValueError(
-                f"{name}: expected batch size {m.shape[0]} (one per matrix), got {t.shape[0]}"
+                f"second: expected an output shape {tuple(a)} (that of first) for inputs of "
+                f"shape {tuple(input_shape)}, got {tuple(b)}"
             )
-        if t.dtype != m.dtype:
-            if m.is_complex() or not t.is_complex() or t.real.dtype != m.dtype:
+        return a
+
+    def domain_dtype(self) -> torch.dtype:
+        return torch.promote_types(self.first.domain_dtype(), self.second.domain_dtype())
+
+
+class ScaledOperator(LinearOperator):
+    """``A x = scale * op(x)``; ``A^H y = conj(scale) op^H(y)``.
+
+    Args:
+        scale: a real or complex number, or a 0-d tensor (an ``nn.Parameter`` is trained,
+            a tensor made by a network receives its gradient).
+        op: the operator.
+
+    For a real nonzero scale the prox uses ``op``'s closed form where it has one:
+    ``prox`` of ``c A`` with data ``y`` and step ``gamma`` is that of ``A`` with data
+    ``y / c`` and step ``gamma c^2``.
+    """
+
+    def __init__(self, scale: Number | Tensor, op: LinearOperator):
+        super().__init__()
+        self.op = _check_operator(op, "op")
+        if isinstance(scale, Tensor):
+            if scale.ndim != 0 or not (scale.is_floating_point() or scale.is_complex()):
                 raise ValueError(
-                    f"{name}: expected dtype {m.dtype} (the matrix's"
-                    + ("" if m.is_complex() else ", or its complex counterpart")
-                    + f"), got {t.dtype}"
+                    f"scale: expected a number or a 0-d floating tensor, got a {scale.dtype} "
+                    f"tensor of shape {tuple(scale.shape)}"
                 )
-            m = m.to(t.dtype)  # a real matrix acting on complex vectors
-        return m
-
-
-# -- tensor slots: what an operator's A depends on, and a copy that uses other tensors ----
-
-
-def _registered_tensors(module: nn.Module):
-    for _, _, _, tensor in tensor_slots(module):
-        yield tensor
-
-
-def tensor_slots(module: nn.Module, prefix: tuple[str, ...] = ()):
-    """Every tensor a module holds: ``(module_path, kind, name, tensor)``.
-
-    ``kind`` is ``"_parameters"``, ``"_buffers"`` or ``"__dict__"`` (a plain tensor
-    attribute); sub-modules are walked recursively.
-    """
-    for kind in ("_parameters", "_buffers"):
-        for name, tensor in module.__dict__[kind].items():
-            if tensor is not None:
-                yield prefix, kind, name, tensor
-    for name, value in module.__dict__.items():
-        if isinstance(value, Tensor):
-            yield prefix, "__dict__", name, value
-    for name, child in module._modules.items():
-        if child is not None:
-            yield from tensor_slots(child, prefix + (name,))
-
-
-def _shallow_clone(module: nn.Module) -> nn.Module:
-    clone = module.__class__.__new__(module.__class__)
-    clone.__dict__.update(module.__dict__)
-    for key in ("_parameters", "_buffers", "_modules"):
-        clone.__dict__[key] = module.__dict__[key].copy()
-    return clone
-
-
-def with_tensors(module: nn.Module, slots, tensors: Sequence[Tensor]) -> nn.Module:
-    """A copy of ``module`` in which each slot holds the matching tensor.
-
-    Every module of the tree is copied shallowly (their attributes are shared, their
-    parameter, buffer and sub-module tables are not), so a copy taken at forward time
-    keeps the operator as it was, also if the user reassigns its tensors or settings
-    before backward. The original is untouched.
-    """
-    root = _clone_tree(module)
-    for (path, kind, name, _), tensor in zip(slots, tensors, strict=True):
-        target = root
-        for step in path:
-            target = target._modules[step]
-        if kind == "__dict__":
-            target.__dict__[name] = tensor
+            if isinstance(scale, nn.Parameter):
+                self.scale = scale
+            else:
+                self.register_buffer("scale", scale)
+        elif isinstance(scale, Number) and not isinstance(scale, bool):
+            self.scale = scale
         else:
-            # A plain tensor in _parameters is what torch.func.functional_call does too:
-            # attribute access returns it, and this private copy is never trained.
-            target.__dict__[kind][name] = tensor
-    return root
+            raise ValueError(
+                f"scale: expected a number or a 0-d tensor, got {type(scale).__name__}"
+            )
 
+    def _is_complex(self) -> bool:
+        s = self.scale
+        return s.is_complex() if isinstance(s, Tensor) else isinstance(s, complex)
 
-def _clone_tree(module: nn.Module) -> nn.Module:
-    clone = _shallow_clone(module)
-    for name, child in module._modules.items():
-        if child is not None:
-            clone._modules[name] = _clone_tree(child)
-    return clone
+    def _conj(self):
+        s = self.scale
+        return s.conj() if isinstance(s, Tensor) else s.conjugate()
+
+    def A(self, x: Tensor) -> Tensor:  # noqa: N802
+        return self.scale * self.op.A(x)
+
+    def A_adjoint(self, y: Tensor) -> Tensor:  # noqa: N802
+        return self._conj() * self.op.A_adjoint(y)
+
+    def output_shape(self, input_shape: Sequence[int]) -> torch.Size:
+        return self.op.output_shape(input_shape)
+
+    def domain_dtype(self) -> torch.dtype:
+        return self.op.domain_dtype()
+
+    def _closed_form_prox(self, z: Tensor, y: Tensor, gamma: Tensor) -> Tensor | None:
+        c = self.scale
+        if self._is_complex() or not bool(c != 0):
+            return None
+        if isinstance(c, Tensor):
+            c = c.to(gamma.dtype)
+        return self.op._closed_form_prox(z, y / c, gamma * c * c)
+
+    def extra_repr(self) -> str:
+        s = self.scale
+        return f"scale={tuple(s.shape) if isinstance(s, Tensor) else s}"

@@ -1,12 +1,12 @@
 """Measurement models: linear operators with exact adjoints, plus noise."""
 
-from . import testing
 from .base import Physics
-from .blur import PADDINGS, Blur, gaussian_kernel
+from .blur import PADDINGS, Blur
 from .compressed_sensing import CompressedSensing
 from .downsampling import Downsampling
 from .initial import INITIAL_ESTIMATES, initial_estimate, normalized_adjoint
 from .inpainting import Inpainting
+from .kernels import gaussian_kernel
 from .mri import MRI, MultiCoilMRI, cartesian_mask, fft2c, ifft2c, smooth_coil_maps
 from .noise import GaussianNoise, PoissonNoise
 
@@ -29,5 +29,4 @@ __all__ = [
     "initial_estimate",
     "normalized_adjoint",
     "smooth_coil_maps",
-    "testing",
 ]

@@ -1,4 +1,4 @@
-"""Shared checks of the operators in this package: masks, complex data, closed-form proxes."""
+"""Shared checks of the operators in this package: masks, complex data, closed forms."""
 
 from __future__ import annotations
 
@@ -6,9 +6,6 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
-
-from ..linalg.cg import CG
-from ..linalg.prox import BACKWARD_MODES, ProxInfo, check_prox_inputs
 
 MASK_SHAPES = "(W,), (H, W), (C, H, W) or (B, C, H, W)"
 
@@ -73,23 +70,9 @@ def check_image(x, name: str, *, complex_required: bool = False) -> Tensor:
     return x
 
 
-def closed_form_gamma(op, z, y, gamma, solver, backward: str) -> Tensor:
-    """Validate the arguments of a closed-form ``prox_l2`` exactly as the iterative one does;
-    return gamma as a tensor broadcastable to ``z``."""
-    if solver is not None and not isinstance(solver, CG):
-        raise ValueError(f"solver: expected an unrolled.CG, got {type(solver).__name__}")
-    if backward not in BACKWARD_MODES:
-        raise ValueError(f"backward: expected one of {BACKWARD_MODES}, got {backward!r}")
-    return check_prox_inputs(op, z, y, gamma)
-
-
 def constant_over(gamma: Tensor, dims: int) -> bool:
     """Whether ``gamma`` is constant over the last ``dims`` dimensions (size 1 there)."""
     return all(s == 1 for s in gamma.shape[-dims:]) if gamma.ndim else True
-
-
-def closed_form_result(h: Tensor, return_info: bool):
-    return (h, ProxInfo(mode="closed_form", forward=None)) if return_info else h
 
 
 def real_part_like(h: Tensor, z: Tensor) -> Tensor:

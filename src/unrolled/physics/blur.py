@@ -1,96 +1,35 @@
-"""2-D blur: a true convolution (kernel flipped) with a choice of boundary handling.
+"""2-D blur: the :class:`Blur` module, which holds and checks the kernel.
 
-``padding="valid"`` keeps only the outputs whose support lies inside the image
-(the output shrinks by ``kernel - 1``); the other modes first extend the image
-(``"circular"``, ``"reflect"``, ``"replicate"``, ``"zeros"``) so the output keeps its
-size, with the kernel centred at ``(kh // 2, kw // 2)``. Each extension is a gather
-of pixels, so its exact adjoint is the matching scatter-add.
+The convolution maths are plain functions in :mod:`unrolled.physics.convolution`
+(``padding="valid"`` shrinks the output by ``kernel - 1``; ``"circular"``,
+``"reflect"``, ``"replicate"`` and ``"zeros"`` extend the image first). The module checks
+its kernel and each input once per call, and gives an iterative solve a normal operator
+that checks nothing (:meth:`Blur.normal_map`), so no check runs inside CG.
 """
 
 from __future__ import annotations
 
-import math
 import weakref
-from collections.abc import Sequence
-from functools import lru_cache
+from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from ..linalg.prox import ProxInfo, check_prox_inputs
 from .base import Physics
+from .convolution import (
+    PADDINGS,
+    blur,
+    blur_adjoint,
+    blur_normal,
+    fft_grid,
+    kernel_pads,
+    pad_adjoint,
+    valid_conv_adjoint,
+)
 from .fourier import apply_spectrum, kernel_spectrum
 from .fourier import spectral_solve as fourier_solve
 
-__all__ = ["Blur", "gaussian_kernel", "PADDINGS"]
-
-PADDINGS = ("valid", "circular", "reflect", "replicate", "zeros")
-
-#: the largest Gaussian kernel side gaussian_kernel makes (a bound on memory, 16M taps)
-MAX_KERNEL_SIZE = 4097
-
-
-def gaussian_kernel(
-    sigma: float | Sequence[float] | Tensor,
-    size: int | Sequence[int] | None = None,
-    *,
-    dtype: torch.dtype | None = None,
-    device: torch.device | str | None = None,
-) -> Tensor:
-    """A normalised (sum 1) Gaussian kernel of shape ``(h, w)``.
-
-    Args:
-        sigma: standard deviation in pixels, isotropic or ``(sigma_y, sigma_x)``; a
-            tensor sigma gives a kernel differentiable in it.
-        size: ``h`` (= ``w``) or ``(h, w)``; default ``2 * ceil(3 sigma) + 1`` per axis.
-    """
-    sig = torch.as_tensor(sigma, dtype=dtype or torch.get_default_dtype(), device=device)
-    if sig.ndim == 0:
-        sig = sig.expand(2)
-    if sig.shape != (2,):
-        raise ValueError(
-            f"sigma: expected a number or (sigma_y, sigma_x), got shape {tuple(sig.shape)}"
-        )
-    if not bool(torch.isfinite(sig).all() and (sig > 0).all()):
-        raise ValueError(f"sigma: expected finite values > 0, got {sig.tolist()}")
-    if size is None:
-        if float(sig.max()) > (MAX_KERNEL_SIZE - 1) / 6:
-            raise ValueError(
-                f"sigma: the default size 2 ceil(3 sigma) + 1 exceeds {MAX_KERNEL_SIZE} taps for "
-                f"sigma={sig.tolist()}; pass size= (or blur a downsampled image)"
-            )
-        size = tuple(2 * math.ceil(3 * float(s)) + 1 for s in sig)
-    elif isinstance(size, int):
-        size = (size, size)
-    size = tuple(size)
-    if len(size) != 2 or any(
-        not isinstance(s, int) or isinstance(s, bool) or not 1 <= s <= MAX_KERNEL_SIZE for s in size
-    ):
-        raise ValueError(
-            f"size: expected an integer in [1, {MAX_KERNEL_SIZE}] or (h, w), got {size!r}"
-        )
-    axes = []
-    for n, s in zip(size, sig, strict=True):
-        d = (torch.arange(n, dtype=sig.dtype, device=sig.device) - (n - 1) / 2).abs()
-        # exp(-(d^2 - d_min^2) / (2 s^2)): the same kernel after normalisation, but the
-        # taps nearest the centre stay at 1, so a tiny sigma gives a delta, not 0 / 0.
-        d_min = d.min()
-        axes.append(torch.exp(-0.5 * ((d - d_min) * (d + d_min) / s / s)))
-    kernel = axes[0][:, None] * axes[1][None, :]
-    return kernel / kernel.sum()
-
-
-@lru_cache(maxsize=256)
-def _pad_index(n: int, before: int, after: int, mode: str, device: torch.device) -> Tensor:
-    i = torch.arange(-before, n + after, device=device)
-    if mode == "circular":
-        return i % n
-    if mode == "replicate":
-        return i.clamp(0, n - 1)
-    # reflect about the edge pixels, not repeating them (numpy's "reflect")
-    i = i.abs()
-    return torch.where(i > n - 1, 2 * (n - 1) - i, i)
+__all__ = ["Blur", "PADDINGS"]
 
 
 class Blur(Physics):
@@ -131,29 +70,24 @@ class Blur(Physics):
         else:
             self.register_buffer("kernel", kernel)
 
-    # -- geometry ---------------------------------------------------------------------
+    # -- checks, once per call -----------------------------------------------------
 
     def _kernel4d(self) -> Tensor:
         k = self.kernel
-        _check_kernel(k)
         return k[None, None] if k.ndim == 2 else k
 
-    def _pads(self, kh: int, kw: int) -> tuple[int, int, int, int]:
-        """(top, bottom, left, right) so that the kernel centre is ``(kh // 2, kw // 2)``:
-        ``y[i, j] = sum k[m, n] x[i - m + kh // 2, j - n + kw // 2]`` (a delta kernel at
-        the centre is the identity)."""
-        return (kh - 1) // 2, kh // 2, (kw - 1) // 2, kw // 2
-
     def _check_image(self, x: Tensor, name: str) -> Tensor:
+        """Check ``x`` and the kernel against each other; return the kernel as 4-D."""
         if not isinstance(x, Tensor) or x.ndim != 4:
             got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"{name}: expected a tensor of shape (B, C, H, W), got {got}")
         if not (x.is_floating_point() or x.is_complex()):
             # conv2d would cast the kernel to integers (mostly zeros): a silent wrong answer.
             raise ValueError(f"{name}: expected a floating or complex tensor, got {x.dtype}")
+        _check_kernel(self.kernel)  # it may have been reassigned since construction
         k = self._kernel4d()
-        bk, ck, kh, kw = k.shape
-        b, c, h, w = x.shape
+        bk, ck = k.shape[:2]
+        b, c = x.shape[:2]
         if bk not in (1, b):
             raise ValueError(f"kernel: expected batch size 1 or {b} (that of {name}), got {bk}")
         if ck not in (1, c):
@@ -173,7 +107,7 @@ class Blur(Physics):
                 )
             return torch.Size((b, c, h - kh + 1, w - kw + 1))
         if self.padding == "reflect":
-            top, bottom, left, right = self._pads(kh, kw)
+            top, bottom, left, right = kernel_pads(kh, kw)
             if max(top, bottom) > h - 1 or max(left, right) > w - 1:
                 raise ValueError(
                     f"kernel: padding='reflect' needs a kernel smaller than about twice the image "
@@ -181,44 +115,36 @@ class Blur(Physics):
                 )
         return torch.Size((b, c, h, w))
 
-    # -- the operator -----------------------------------------------------------------
+    # -- the operator: checks here, maths in unrolled.physics.convolution ------------
 
     def A(self, x: Tensor) -> Tensor:  # noqa: N802
         k = self._check_image(x, "x")
         self.output_shape(x.shape)
-        if self.padding == "circular" and self._use_fft():
-            return apply_spectrum(x, self._spectrum(x, x.shape[-2:], centred=True))
-        if self.padding != "valid":
-            x = self._pad(x, *self._pads(*k.shape[-2:]))
-        return self._valid_conv(x, k, transpose=False)
+        return blur(x, k, self.padding, self._spectrum_for(x, x.shape[-2:]))
 
     def A_adjoint(self, y: Tensor) -> Tensor:  # noqa: N802
         k = self._check_image(y, "y")
-        if self.padding == "circular" and self._use_fft():
-            return apply_spectrum(y, self._spectrum(y, y.shape[-2:], centred=True).conj())
-        if self.padding == "valid":
-            return self._valid_conv(y, k, transpose=True)
-        pads = self._pads(*k.shape[-2:])
-        return self._pad_adjoint(self._valid_conv(y, k, transpose=True), *pads)
-
-    def _valid_conv(self, x: Tensor, k: Tensor, *, transpose: bool) -> Tensor:
-        """Valid convolution (or its adjoint): direct for small kernels, FFT for large ones.
-
-        By FFT: on the input's grid, a circular convolution with the kernel at the origin
-        equals the valid convolution on the window ``[kh-1:, kw-1:]``, where no tap wraps
-        around; the adjoint zero-extends to that grid and correlates (conjugate spectrum).
-        """
-        if not self._use_fft():
-            return _conv(x, k, transpose=transpose)
+        h, w = y.shape[-2:]
         kh, kw = k.shape[-2:]
-        if not transpose:
-            full = apply_spectrum(x, self._spectrum(x, x.shape[-2:], centred=False))
-            # a copy, not a view: a view would keep the whole grid alive wherever it is kept
-            return full[..., kh - 1 :, kw - 1 :].contiguous()
-        extended = F.pad(x, (kw - 1, 0, kh - 1, 0))
-        return apply_spectrum(
-            extended, self._spectrum(x, extended.shape[-2:], centred=False).conj()
-        )
+        image = (h + kh - 1, w + kw - 1) if self.padding == "valid" else (h, w)
+        return blur_adjoint(y, k, self.padding, self._spectrum_for(y, image))
+
+    def normal(self, x: Tensor) -> Tensor:
+        """``A^H A x`` (see :func:`~unrolled.physics.convolution.blur_normal`)."""
+        return self.normal_map(x)(x)
+
+    def normal_map(self, like: Tensor) -> Callable[[Tensor], Tensor]:
+        """``x -> A^H A x`` for inputs like ``like``, checked once here: the kernel and,
+        on the FFT path, its spectrum are fixed for the whole solve."""
+        k = self._check_image(like, "x")
+        self.output_shape(like.shape)
+        spectrum = self._spectrum_for(like, like.shape[-2:])
+        padding = self.padding
+
+        def normal(x: Tensor) -> Tensor:
+            return blur_normal(x, k, padding, spectrum)
+
+        return normal
 
     # -- Fourier fast paths -----------------------------------------------------------
 
@@ -254,25 +180,13 @@ class Blur(Physics):
             return self.kernel.shape[-2] * self.kernel.shape[-1] >= self.FFT_MIN_TAPS
         return bool(self.fft)
 
-    def normal(self, x: Tensor) -> Tensor:
-        """``A^H A x``; by FFT for circular padding as one multiplier ``|K_hat|^2`` (two
-        FFTs instead of four), and for valid padding as ``K_hat^H W K_hat`` with ``W`` the
-        window of valid outputs, without cropping and re-padding in between."""
-        if not self._use_fft() or self.padding not in ("circular", "valid"):
-            return super().normal(x)
-        self._check_image(x, "x")
-        if self.padding == "circular":
-            return apply_spectrum(x, self._spectrum(x, x.shape[-2:], centred=True).abs() ** 2)
-        self.output_shape(x.shape)
-        spectrum = self._spectrum(x, x.shape[-2:], centred=False)
-        kh, kw = self.kernel.shape[-2:]
-        full = apply_spectrum(x, spectrum)
-        if torch.is_grad_enabled():  # out of place: autograd needs the intermediate
-            full = F.pad(full[..., kh - 1 :, kw - 1 :], (kw - 1, 0, kh - 1, 0))
-        else:  # the outputs that wrap around are the ones "valid" drops
-            full[..., : kh - 1, :] = 0
-            full[..., :, : kw - 1] = 0
-        return apply_spectrum(full, spectrum.conj())
+    def _spectrum_for(self, like: Tensor, image_hw) -> Tensor | None:
+        """The spectrum the convolution functions need for images of ``image_hw``, or
+        ``None`` for the direct path."""
+        if not self._use_fft():
+            return None
+        grid, centred = fft_grid(self.padding, image_hw, self.kernel.shape[-2:])
+        return self._spectrum(like, grid, centred=centred)
 
     #: CG's ``"auto"`` preconditioner per padding, where it cuts the iterations by more
     #: than its cost, as measured by ``benchmarks.cg_floor`` (the table is in
@@ -370,44 +284,23 @@ class Blur(Physics):
         if self.padding == "circular":
             diag = ones[..., :h, :w] * squared.sum((-2, -1), keepdim=True)
         elif self.padding == "valid":
-            diag = _conv(ones, squared, transpose=True)
+            diag = valid_conv_adjoint(ones, squared)
         else:
-            diag = self._pad_adjoint(_conv(ones, squared, transpose=True), *self._pads(kh, kw))
+            diag = pad_adjoint(valid_conv_adjoint(ones, squared), kernel_pads(kh, kw), self.padding)
         total = squared.sum((-2, -1), keepdim=True)
         return (diag / total).clamp(0, 1)
 
-    def prox_l2(self, z, y, gamma, *, solver=None, backward="implicit", return_info=False):
-        """Circular padding: the closed form ``F^-1 [(conj(K_hat) F y + F z / gamma) /
-        (|K_hat|^2 + 1/gamma)]``, differentiable by autograd; other paddings use CG."""
-        gamma_t = check_prox_inputs(self, z, y, gamma) if self.padding == "circular" else None
-        if gamma_t is None or (gamma_t.ndim >= 2 and gamma_t.shape[-2:] != (1, 1)):
-            return super().prox_l2(
-                z, y, gamma, solver=solver, backward=backward, return_info=return_info
-            )
+    def _closed_form_prox(self, z: Tensor, y: Tensor, gamma: Tensor) -> Tensor | None:
+        """Circular padding and a gamma constant over each image: the closed form
+        ``F^-1 [(conj(K_hat) F y + F z / gamma) / (|K_hat|^2 + 1/gamma)]``; otherwise
+        ``None`` (the iterative solve)."""
+        if self.padding != "circular" or (gamma.ndim >= 2 and gamma.shape[-2:] != (1, 1)):
+            return None
         real = not z.is_complex()
         spectrum = self._spectrum(z, z.shape[-2:], centred=True)
         fft = torch.fft.rfft2 if real else torch.fft.fft2
-        numerator = spectrum.conj() * fft(y) + fft(z) / gamma_t
-        h = fourier_solve(numerator, spectrum.abs() ** 2 + 1 / gamma_t, z.shape[-2:], real=real)
-        return (h, ProxInfo(mode="closed_form", forward=None)) if return_info else h
-
-    def _pad(self, x: Tensor, top: int, bottom: int, left: int, right: int) -> Tensor:
-        if self.padding == "zeros":
-            return F.pad(x, (left, right, top, bottom))
-        h, w = x.shape[-2:]
-        rows = _pad_index(h, top, bottom, self.padding, x.device)
-        cols = _pad_index(w, left, right, self.padding, x.device)
-        return x.index_select(-2, rows).index_select(-1, cols)
-
-    def _pad_adjoint(self, x: Tensor, top: int, bottom: int, left: int, right: int) -> Tensor:
-        hp, wp = x.shape[-2:]
-        h, w = hp - top - bottom, wp - left - right
-        if self.padding == "zeros":
-            return x[..., top : top + h, left : left + w]
-        rows = _pad_index(h, top, bottom, self.padding, x.device)
-        cols = _pad_index(w, left, right, self.padding, x.device)
-        x = x.new_zeros((*x.shape[:-1], w)).index_add(-1, cols, x)
-        return x.new_zeros((*x.shape[:-2], h, w)).index_add(-2, rows, x)
+        numerator = spectrum.conj() * fft(y) + fft(z) / gamma
+        return fourier_solve(numerator, spectrum.abs() ** 2 + 1 / gamma, z.shape[-2:], real=real)
 
     def extra_repr(self) -> str:
         return f"kernel={tuple(self.kernel.shape)}, padding={self.padding!r}"
@@ -422,26 +315,3 @@ def _check_kernel(kernel) -> None:
         )
     if not kernel.is_floating_point():
         raise ValueError(f"kernel: expected a real floating tensor, got dtype {kernel.dtype}")
-
-
-def _conv(x: Tensor, k: Tensor, *, transpose: bool) -> Tensor:
-    """Valid true convolution of each (sample, channel) plane with its kernel, or its adjoint."""
-    if x.is_complex():
-        return torch.complex(
-            _conv(x.real, k, transpose=transpose), _conv(x.imag, k, transpose=transpose)
-        )
-    b, c, h, w = x.shape
-    bk, ck, kh, kw = k.shape
-    # conv2d is a cross-correlation: flipping the kernel makes it a convolution. The
-    # adjoint is the full cross-correlation with the unflipped kernel (conv2d on the
-    # zero-extended input: much faster on CPU than conv_transpose2d).
-    weight = k.to(x.dtype) if transpose else k.flip(-2, -1).to(x.dtype)
-    if transpose:
-        x = F.pad(x, (kw - 1, kw - 1, kh - 1, kh - 1))
-        h, w = x.shape[-2:]
-    if bk == 1 and ck == 1:
-        out = F.conv2d(x.reshape(b * c, 1, h, w), weight)
-    else:
-        weight = weight.expand(b, c, kh, kw).reshape(b * c, 1, kh, kw)
-        out = F.conv2d(x.reshape(1, b * c, h, w), weight, groups=b * c)
-    return out.reshape(b, c, *out.shape[-2:])

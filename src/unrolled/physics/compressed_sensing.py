@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from numbers import Real
 
 import torch
 from torch import Tensor
@@ -35,9 +34,9 @@ class CompressedSensing(Physics):
     Closed-form prox (Woodbury when ``m <= n``):
     ``h = z + gamma M^H (I + gamma M M^H)^-1 (y - M z)`` by a Cholesky factorisation,
     else ``h = (M^H M + I/gamma)^-1 (M^H y + z/gamma)``. The factor depends on gamma: it
-    is cached per value when gamma is a plain number and the matrix needs no gradient,
-    otherwise factorised on every call (batched for a per-sample gamma), always by
-    differentiable ``torch.linalg`` operations.
+    is cached per value when gamma is one number and neither it nor the matrix needs a
+    gradient, otherwise factorised on every call (batched for a per-sample gamma), always
+    by differentiable ``torch.linalg`` operations.
     """
 
     def __init__(
@@ -115,28 +114,17 @@ class CompressedSensing(Physics):
 
     # -- closed-form prox -------------------------------------------------------------
 
-    def prox_l2(
-        self,
-        z: Tensor,
-        y: Tensor,
-        gamma,
-        *,
-        solver=None,
-        backward: str = "implicit",
-        return_info: bool = False,
-    ):
+    def _closed_form_prox(self, z: Tensor, y: Tensor, gamma: Tensor) -> Tensor | None:
         """Closed form (Cholesky) for a gamma constant per sample when ``min(m, n)`` is at
-        most ``max_factor_size``; otherwise the iterative :func:`unrolled.linalg.prox_l2`."""
-        g = _util.closed_form_gamma(self, z, y, gamma, solver, backward)
+        most ``max_factor_size``; otherwise ``None`` (the iterative solve)."""
+        g = gamma
         mat = self._matrix_for(z, "z")
         m, size = mat.shape
         per_sample = g.numel() == 1 or (
             g.ndim == z.ndim and g.shape[0] == z.shape[0] and _util.constant_over(g, g.ndim - 1)
         )
         if not per_sample or min(m, size) > self.max_factor_size:
-            return super().prox_l2(
-                z, y, gamma, solver=solver, backward=backward, return_info=return_info
-            )
+            return None
         batch = z.shape[0]
         gb = g.reshape(-1)  # (1,) or (B,)
         zf = z.reshape(batch, -1)
@@ -149,14 +137,12 @@ class CompressedSensing(Physics):
         else:
             rhs = y @ mat.conj() + zf / gb[:, None]
             h = torch.cholesky_solve(rhs.unsqueeze(-1), factor).squeeze(-1)
-        return _util.closed_form_result(h.reshape(z.shape), return_info)
+        return h.reshape(z.shape)
 
-    def _factor(self, mat: Tensor, gamma, gb: Tensor) -> Tensor:
+    def _factor(self, mat: Tensor, gamma: Tensor, gb: Tensor) -> Tensor:
         """Cholesky factor of ``I + gamma M M^H`` (m <= n) or ``M^H M + I / gamma``,
         ``(k, k)`` or ``(B, k, k)``."""
-        cacheable = (
-            isinstance(gamma, Real) and not isinstance(gamma, bool) and not mat.requires_grad
-        )
+        cacheable = gamma.numel() == 1 and not (gamma.requires_grad or mat.requires_grad)
         # The matrix's identity and version make a replaced or in-place modified matrix miss.
         key = (
             (float(gamma), mat.dtype, mat.device, id(self.matrix), self.matrix._version)

@@ -20,7 +20,8 @@ from torch import Tensor
 
 from . import _util
 from .base import Physics
-from .blur import PADDINGS, Blur, gaussian_kernel
+from .blur import PADDINGS, Blur
+from .kernels import gaussian_kernel
 
 __all__ = ["Downsampling"]
 
@@ -98,25 +99,14 @@ class Downsampling(Physics):
 
     # -- closed-form prox -------------------------------------------------------------
 
-    def prox_l2(
-        self,
-        z: Tensor,
-        y: Tensor,
-        gamma,
-        *,
-        solver=None,
-        backward: str = "implicit",
-        return_info: bool = False,
-    ):
+    def _closed_form_prox(self, z: Tensor, y: Tensor, gamma: Tensor) -> Tensor | None:
         """Closed form in Fourier for circular padding (or no filter) and a ``gamma``
         constant over each image (a number, ``(B,)``, ``(B, C, 1, 1)``...); otherwise
-        the iterative :func:`unrolled.linalg.prox_l2` with ``solver`` and ``backward``."""
-        g = _util.closed_form_gamma(self, z, y, gamma, solver, backward)
+        ``None`` (the iterative solve)."""
+        g = gamma
         circular = self.blur is None or self.padding == "circular"
         if not (circular and _util.constant_over(g, 2)):
-            return super().prox_l2(
-                z, y, gamma, solver=solver, backward=backward, return_info=return_info
-            )
+            return None
         s = self.factor
         zf = torch.fft.fft2(z)
         transfer = self._transfer(z)
@@ -130,8 +120,7 @@ class Downsampling(Physics):
         w = residual / (1 + g * d)
         up = w.repeat(*(1,) * (w.ndim - 2), s, s)  # spectrum of the zero-filling upsampling
         hf = zf + g * (up if transfer is None else transfer.conj() * up)
-        h = _util.real_part_like(torch.fft.ifft2(hf), z)
-        return _util.closed_form_result(h, return_info)
+        return _util.real_part_like(torch.fft.ifft2(hf), z)
 
     def _transfer(self, z: Tensor) -> Tensor | None:
         """DFT of the filter's impulse response on the image grid, ``(Bk, Ck, H, W)``.

@@ -51,23 +51,11 @@ class Inpainting(Physics):
     def normal(self, x: Tensor) -> Tensor:
         return _abs2(self._mask(x, "x")) * x
 
-    def prox_l2(
-        self,
-        z: Tensor,
-        y: Tensor,
-        gamma,
-        *,
-        solver=None,
-        backward: str = "implicit",
-        return_info: bool = False,
-    ):
-        """Closed form ``h = (conj(m) y + z / gamma) / (|m|^2 + 1 / gamma)``; ``gamma`` may
-        be a number, ``(B,)`` or any tensor broadcasting to ``z``. ``solver`` and
-        ``backward`` are validated and otherwise unused (no solve is needed)."""
-        gamma = _util.closed_form_gamma(self, z, y, gamma, solver, backward)
+    def _closed_form_prox(self, z: Tensor, y: Tensor, gamma: Tensor) -> Tensor:
+        """``h = (conj(m) y + z / gamma) / (|m|^2 + 1 / gamma)`` for any gamma (a number,
+        ``(B,)`` or a tensor broadcasting to ``z``)."""
         m = self._mask(z, "z")
-        h = (m.conj() * y + z / gamma) / (_abs2(m) + 1 / gamma)
-        return _util.closed_form_result(h, return_info)
+        return (m.conj() * y + z / gamma) / (_abs2(m) + 1 / gamma)
 
     def extra_repr(self) -> str:
         return f"mask={tuple(self.mask.shape)}"

@@ -103,29 +103,14 @@ class MRI(Physics):
         m = self._mask_like(x.shape, "x", dtype=x.dtype)
         return ifft2c(m * m * fft2c(x))
 
-    def prox_l2(
-        self,
-        z: Tensor,
-        y: Tensor,
-        gamma,
-        *,
-        solver=None,
-        backward: str = "implicit",
-        return_info: bool = False,
-    ):
+    def _closed_form_prox(self, z: Tensor, y: Tensor, gamma: Tensor) -> Tensor | None:
         """Closed form for a gamma constant over each image (a number, ``(B,)``,
-        ``(B, C, 1, 1)``...); a gamma varying over pixels uses the iterative
-        :func:`unrolled.linalg.prox_l2` with ``solver`` and ``backward``."""
+        ``(B, C, 1, 1)``...); a gamma varying over pixels is solved iteratively."""
         _util.check_image(z, "z", complex_required=True)
-        _util.check_image(y, "y", complex_required=True)
-        g = _util.closed_form_gamma(self, z, y, gamma, solver, backward)
-        if not _util.constant_over(g, 2):
-            return super().prox_l2(
-                z, y, gamma, solver=solver, backward=backward, return_info=return_info
-            )
+        if not _util.constant_over(gamma, 2):
+            return None
         m = self._mask_like(z.shape, "z", dtype=z.dtype)
-        h = ifft2c((m * y + fft2c(z) / g) / (m * m + 1 / g))
-        return _util.closed_form_result(h, return_info)
+        return ifft2c((m * y + fft2c(z) / gamma) / (m * m + 1 / gamma))
 
     def extra_repr(self) -> str:
         return f"mask={tuple(self.mask.shape)}"

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 import torch
 
 from .base import Physics
-from .blur import PADDINGS, Blur, gaussian_kernel
+from .blur import PADDINGS, Blur
+from .kernels import gaussian_kernel
 from .mri import MultiCoilMRI, cartesian_mask, smooth_coil_maps
 from .noise import GaussianNoise
 
