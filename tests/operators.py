@@ -102,21 +102,21 @@ def mask_planes(mask: np.ndarray, shape) -> np.ndarray:
 # -- blur -----------------------------------------------------------------------------
 
 
-def extend(i: int, n: int, padding: str) -> int | None:
-    """The pixel that index ``i`` of the extended line reads (``None``: a zero)."""
-    if 0 <= i < n:
-        return i
+def extend(i: np.ndarray, n: int, padding: str) -> np.ndarray:
+    """The pixel each index ``i`` of the extended line reads (-1: a zero)."""
     if padding == "circular":
         return i % n
     if padding == "replicate":
-        return min(max(i, 0), n - 1)
-    if padding == "reflect":  # about the edge pixels, which are not repeated
-        return -i if i < 0 else 2 * (n - 1) - i
-    return None  # "zeros"
+        return np.clip(i, 0, n - 1)
+    if padding == "reflect":  # about the edge pixels, which are not repeated (one bounce)
+        i = np.abs(i)
+        return np.where(i > n - 1, 2 * (n - 1) - i, i)
+    return np.where((i >= 0) & (i < n), i, -1)  # "zeros" (and "valid", always inside)
 
 
 def blur_plane(x: np.ndarray, k: np.ndarray, padding: str, *, adjoint: bool) -> np.ndarray:
-    """One plane of the blur (or its adjoint), one tap at a time."""
+    """One plane of the blur (or its adjoint), one kernel tap at a time:
+    ``y[i, j] += k[m, n] x[r(i - m + ch), c(j - n + cw)]``, ``r, c`` the extensions."""
     kh, kw = k.shape
     valid = padding == "valid"
     if adjoint:  # x is a measurement: the image is as large as the blur's input
@@ -124,19 +124,18 @@ def blur_plane(x: np.ndarray, k: np.ndarray, padding: str, *, adjoint: bool) -> 
     else:
         h, w = x.shape
     oh, ow = (h - kh + 1, w - kw + 1) if valid else (h, w)
-    out = np.zeros((h, w) if adjoint else (oh, ow), dtype=x.dtype)
     ch, cw = (kh - 1, kw - 1) if valid else (kh // 2, kw // 2)
-    for i in range(oh):
-        for j in range(ow):
-            for m in range(kh):
-                for n in range(kw):
-                    r, c = extend(i - m + ch, h, padding), extend(j - n + cw, w, padding)
-                    if r is None or c is None:
-                        continue
-                    if adjoint:  # the transpose scatters what the forward gathers
-                        out[r, c] += k[m, n] * x[i, j]
-                    else:
-                        out[i, j] += k[m, n] * x[r, c]
+    out = np.zeros((h, w) if adjoint else (oh, ow), dtype=np.result_type(x, k))
+    i, j = np.arange(oh)[:, None], np.arange(ow)[None, :]
+    for m in range(kh):
+        for n in range(kw):
+            r = np.broadcast_to(extend(i - m + ch, h, padding), (oh, ow))
+            c = np.broadcast_to(extend(j - n + cw, w, padding), (oh, ow))
+            inside = (r >= 0) & (c >= 0)
+            if adjoint:  # the transpose scatters what the forward gathers
+                np.add.at(out, (r[inside], c[inside]), k[m, n] * x[inside])
+            else:
+                out[inside] += k[m, n] * x[r[inside], c[inside]]
     return out
 
 
