@@ -205,8 +205,13 @@ def multicoil_case(mask_kind: str) -> Case:
     name = f"multicoil-mri-{mask_kind}"
     g = rng(name)
     b, coils, h, w = 2, 3, 5, 4
-    maps = random_array((1, coils, h, w), True, g) / 2
-    mask = {"shared": g.random((h, w)), "per-coil": g.random((coils, h, w))}[mask_kind]
+    # coil maps shared by the batch, or one set per sample
+    maps = random_array((b if mask_kind == "per-sample" else 1, coils, h, w), True, g) / 2
+    mask = {
+        "shared": g.random((h, w)),
+        "per-coil": g.random((coils, h, w)),
+        "per-sample": g.random((b, coils, h, w)),
+    }[mask_kind]
     m = mask_planes(mask, (b, coils, h, w))
 
     def forward(x):  # (A x)_c = m_c F (S_c x)
@@ -266,11 +271,12 @@ def inpainting_case(complex_: bool) -> Case:
     )
 
 
-def downsampling_case(padding: str, complex_: bool = False) -> Case:
+def downsampling_case(padding: str, complex_: bool = False, *, filtered: bool = True) -> Case:
     name = f"downsampling-{padding}" + ("-complex" if complex_ else "")
+    name += "" if filtered else "-no-filter"
     g = rng(name)
     factor, shape = 2, (2, 1, 6, 8)
-    kernel = g.random((3, 4)) + 0.1
+    kernel = g.random((3, 4)) + 0.1 if filtered else np.ones((1, 1))  # no filter: a delta
     blur = blur_reference(kernel, padding, adjoint=False)
     blur_adjoint = blur_reference(kernel, padding, adjoint=True)
 
@@ -282,7 +288,7 @@ def downsampling_case(padding: str, complex_: bool = False) -> Case:
     return Case(
         name=name,
         make=lambda: ur.physics.Downsampling(
-            factor, kernel=as_tensor(kernel, torch.float64), padding=padding
+            factor, kernel=as_tensor(kernel, torch.float64) if filtered else None, padding=padding
         ),
         shape=shape,
         dtype=torch.complex128 if complex_ else torch.float64,
@@ -304,6 +310,7 @@ CASES: list[Case] = [
     mri_case("per-sample"),
     multicoil_case("shared"),
     multicoil_case("per-coil"),
+    multicoil_case("per-sample"),
     compressed_sensing_case(5, complex_=False),
     compressed_sensing_case(20, complex_=False),
     compressed_sensing_case(7, complex_=True),
@@ -312,4 +319,5 @@ CASES: list[Case] = [
     downsampling_case("circular"),
     downsampling_case("circular", complex_=True),
     downsampling_case("reflect"),
+    downsampling_case("circular", complex_=True, filtered=False),
 ]
