@@ -10,6 +10,14 @@ from unrolled.physics import PADDINGS, Blur, GaussianNoise, PoissonNoise, gaussi
 from unrolled.testing import adjointness_error, dense_matrix
 from unrolled.testing import relative_error as rel
 
+
+@pytest.fixture(autouse=True)
+def _seeded_global_rng():
+    # Tests that draw from torch's global generator draw the same numbers on every run,
+    # whichever tests ran before them.
+    torch.manual_seed(0)
+
+
 F64 = torch.float64
 
 

@@ -41,6 +41,15 @@ def test_memory_efficient_unfolded_example_runs():
     # The ordering the example teaches: implicit below unroll, checkpointing below both.
     assert float(peaks["implicit"]) < float(peaks["unroll"])
     assert float(peaks["implicit + layer checkpointing"]) < float(peaks["implicit"])
-    # The gradients it prints agree with unroll's to CG's float32 accuracy.
-    errors = [float(e) for e in re.findall(r"relative difference to unroll: ([\d.e+-]+)", out)]
-    assert len(errors) == 3 and errors[0] == 0.0 and max(errors) < 1e-3, out
+    # The gradients it prints agree with unroll's to CG's float32 accuracy: CG solves to
+    # 1e-8, below float32's rounding (eps 1.2e-7), so the two gradients differ by rounding
+    # in the solve and in the few layers around it, far below 1e3 eps (and not zero: the
+    # implicit gradient is another computation, a second solve, not unroll's own).
+    errors = dict(
+        re.findall(r"^  gradient of (.+?)\s+relative difference to unroll: ([\d.e+-]+)$", out, re.M)
+    )
+    assert set(errors) == set(peaks), out
+    assert 0 < float(errors["implicit"]) < 1e3 * 1.2e-7, out
+    # Layer checkpointing recomputes the same layers in backward: the same gradient, to
+    # the digit, as the implicit backward without it.
+    assert errors["implicit + layer checkpointing"] == errors["implicit"], out
