@@ -14,16 +14,16 @@ import torch
 from PIL import Image
 
 import unrolled as ur
-from unrolled.demo import DemoConfig, run_demo
-from unrolled.demo.config import Mode, parse_modes
-from unrolled.demo.experiment import (
+from unrolled.apps.demo import DemoConfig, run_demo
+from unrolled.apps.demo.config import Mode, parse_modes
+from unrolled.apps.demo.experiment import (
     build_data,
     build_model,
     build_physics,
     initial_state,
     measure_step,
 )
-from unrolled.demo.mri import ComplexImages
+from unrolled.apps.demo.mri import ComplexImages
 from unrolled.models import ComplexDenoiser
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -122,7 +122,7 @@ def test_cli_report_fields(cli_run):
 def test_saved_models_reproduce_the_reported_scores(cli_run):
     """``ur.load`` of a demo file and ``model(y, physics)`` alone give the numbers the demo
     printed (same held-out images and noise: the Trainer's evaluation seeds)."""
-    from unrolled.demo.experiment import build_data, build_physics
+    from unrolled.apps.demo.experiment import build_data, build_physics
     from unrolled.train import Trainer, make_loader
 
     proc, out = cli_run

@@ -9,9 +9,8 @@ import pytest
 import torch
 
 from unrolled import cli
-from unrolled.train import load_checkpoint
-from unrolled.train.command import build_experiment, resolve_config
-from unrolled.train.config import (
+from unrolled.apps.train import build_experiment, resolve_config
+from unrolled.apps.train_config import (
     SCHEMA,
     ConfigError,
     default_config,
@@ -20,6 +19,7 @@ from unrolled.train.config import (
     merge,
     validate_config,
 )
+from unrolled.train import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [

@@ -39,9 +39,14 @@ import torch
 
 from ..linalg.cg import NonConvergenceError
 from ..physics.spec import blur_spec, physics_from_spec
-from . import distributed
-from .checkpoint import LATEST, PREVIOUS, CheckpointError, numbered_checkpoints
-from .config import (
+from ..train import distributed
+from ..train.checkpoint import LATEST, PREVIOUS, CheckpointError, numbered_checkpoints
+from ..train.files import RunWriteError, atomic_write_bytes
+from ..train.preflight import StepMemory, check_free_space, format_bytes, machine_memory
+from ..train.pretrain import pretrain_denoiser
+from ..train.runlock import RunLock, RunLockedError
+from ..train.signals import TrainingInterrupted
+from .train_config import (
     RESUME_MAY_CHANGE,
     SCHEMA,
     ConfigError,
@@ -54,11 +59,6 @@ from .config import (
     set_key,
     validate_config,
 )
-from .files import RunWriteError, atomic_write_bytes
-from .preflight import StepMemory, check_free_space, format_bytes, machine_memory
-from .pretrain import pretrain_denoiser
-from .runlock import RunLock, RunLockedError
-from .signals import TrainingInterrupted
 
 __all__ = ["add_arguments", "build_experiment", "resolve_config", "run", "train"]
 
@@ -325,7 +325,7 @@ def build_experiment(config: dict, device: torch.device | str = "cpu") -> dict:
         **scalars,
     ).to(dtype)
     train_set, eval_set = _datasets(config)
-    from .trainer import Trainer
+    from ..train import Trainer
 
     collate = _Collate(dtype)
     train_data = Trainer.make_loader(
@@ -469,7 +469,7 @@ def _checkpoint_bytes(trainer) -> int:
 
 def train(config: dict, *, resume: bool = False, device: torch.device | str = "cpu") -> int:
     """Build the experiment of ``config`` and fit it; the exit status of the command."""
-    from .trainer import Trainer
+    from ..train import Trainer
 
     out = Path(config["out"]).resolve()
     try:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from ..saving import describe, load_file, save
-from ..weights import find_shipped
+from ...saving import describe, load_file, save
+from ...weights import find_shipped
 from .config import DEFAULT_EPOCHS, DEFAULT_MODES, DemoConfig, parse_data, parse_modes
 from .experiment import (
     baseline_loss,

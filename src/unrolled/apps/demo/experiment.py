@@ -21,13 +21,13 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 
-from .. import data as datasets
-from ..evaluation import fit_baselines
-from ..fidelity import L2
-from ..linalg.cg import CG
-from ..models import DnCNN
-from ..physics.spec import blur_spec, mri_spec, physics_from_spec
-from ..train import (
+from ... import data as datasets
+from ...evaluation import fit_baselines
+from ...fidelity import L2
+from ...linalg.cg import CG
+from ...models import DnCNN
+from ...physics.spec import blur_spec, mri_spec, physics_from_spec
+from ...train import (
     PeakMemoryMeter,
     SavedTensorMeter,
     Trainer,
@@ -39,7 +39,7 @@ from ..train import (
     peak_rss_subprocess,
     seeded_noise,
 )
-from ..unfolded import HQS
+from ...unfolded import HQS
 from .config import DemoConfig, Mode
 
 __all__ = [
@@ -178,7 +178,7 @@ def build_physics(cfg: DemoConfig) -> nn.Module:
 
 def build_denoiser(cfg: DemoConfig) -> nn.Module:
     if cfg.physics == "mri":
-        from ..models import ComplexDenoiser
+        from ...models import ComplexDenoiser
 
         return ComplexDenoiser(DnCNN(2, 2, depth=cfg.depth, features=cfg.features))
     return DnCNN(CHANNELS, CHANNELS, depth=cfg.depth, features=cfg.features)

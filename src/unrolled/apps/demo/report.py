@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..evaluation import psnr
+from ...evaluation import psnr
 from .config import DemoConfig
 from .experiment import ModeResult
 

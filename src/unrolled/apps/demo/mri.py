@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..train import derive_seed
+from ...train import derive_seed
 
 __all__ = ["ComplexImages", "smooth_phase"]
 
