@@ -4,6 +4,7 @@ Examples::
 
     unrolled train --config examples/configs/hqs_blur.toml
     unrolled train --algorithm admm --layers 3 --epochs 5 --out runs/admm
+    unrolled train --operator multicoil_mri --acceleration 4 --coils 4 --out runs/mri
     unrolled train --config run.toml --resume            # continue runs/.../latest.pt
     unrolled train --config run.toml --nproc 2           # 2 processes, DDP (gloo / nccl)
     torchrun --standalone --nproc-per-node 2 -m unrolled train --config run.toml
@@ -28,18 +29,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import os
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..linalg.cg import NonConvergenceError
-from ..physics.spec import blur_spec, physics_from_spec
-from ..train import distributed
+from ..train import Trainer, distributed
 from ..train.checkpoint import LATEST, PREVIOUS, CheckpointError, numbered_checkpoints
 from ..train.files import RunWriteError, atomic_write_bytes
 from ..train.preflight import StepMemory, check_free_space, format_bytes, machine_memory
@@ -59,6 +57,7 @@ from .train_config import (
     set_key,
     validate_config,
 )
+from .train_setup import build_experiment, physics_spec
 
 __all__ = ["add_arguments", "build_experiment", "resolve_config", "run", "train"]
 
@@ -72,6 +71,11 @@ FLAGS = {
     "--blur-sigma": "physics.kernel_sigma",
     "--kernel-size": "physics.kernel_size",
     "--padding": "physics.padding",
+    "--keep": "physics.keep",
+    "--factor": "physics.factor",
+    "--ratio": "physics.ratio",
+    "--acceleration": "physics.acceleration",
+    "--coils": "physics.coils",
     "--noise": "physics.noise",
     "--noise-sigma": "physics.noise_sigma",
     "--algorithm": "model.algorithm",
@@ -170,202 +174,6 @@ def resolve_config(args: argparse.Namespace) -> dict:
     if getattr(args, "skip_bad_images", False):
         set_key(config, "data.skip_bad_images", True)
     return validate_config(config)
-
-
-# -- building the experiment ---------------------------------------------------------------
-
-
-class _Collate:
-    """Stack a list of ``(C, H, W)`` images into a batch of the run's dtype (picklable,
-    for loader workers)."""
-
-    def __init__(self, dtype: torch.dtype):
-        self.dtype = dtype
-
-    def __call__(self, items):
-        return torch.stack(list(items)).to(self.dtype)
-
-
-def _folder(path: str, key: str, data: dict, shown: set[str], **kwargs):
-    """An image folder whose every file was read once; its errors name ``key``; the files
-    it leaves out (``--skip-bad-images``) are listed once (``shown``: lines printed)."""
-    from .. import data as datasets
-
-    try:
-        with warnings.catch_warnings(record=True) as skipped:
-            warnings.simplefilter("always")
-            folder = datasets.ImageFolder(
-                path, check_files=True, skip_unreadable=data["skip_bad_images"], **kwargs
-            )
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"{key}: {err}") from err
-    for w in skipped:  # the evaluation set may be the same folder: once is enough
-        line = f"warning: {path}: " + str(w.message).replace("\n", "\n  ")
-        if line not in shown:
-            shown.add(line)
-            _say_error(line)
-    return folder
-
-
-def _datasets(config: dict):
-    from .. import data as datasets
-
-    d, seed = config["data"], config["seed"]
-    size, channels = d["size"], d["channels"]
-    if d["source"] == "deadleaves":
-        train = datasets.DeadLeaves(size, channels, length=d["train_images"], seed=seed)
-        # Another seed: evaluation images are never training images.
-        evals = datasets.DeadLeaves(
-            size, channels, length=max(d["eval_images"], 1), seed=seed + 1_000_003
-        )
-    elif d["source"] in ("samples", "mixed"):
-        train = datasets.SampleImages(
-            "train", crop=size, channels=channels, length=d["train_images"], seed=seed
-        )
-        if d["source"] == "mixed":
-            leaves = datasets.DeadLeaves(size, channels, length=d["train_images"], seed=seed)
-            train = datasets.Interleaved([train, leaves])
-        # Held-out photographs, larger than the training crops (the networks are fully
-        # convolutional), as random crops fixed by the seed.
-        evals = datasets.SampleImages(
-            "eval",
-            crop=min(2 * size, 256),
-            channels=channels,
-            length=max(d["eval_images"], 1),
-            random_crops=True,
-            seed=seed + 1,
-        )
-    else:
-        # Every file is decoded once here, so a bad one is refused (or, asked to, left out)
-        # at start-up rather than found in the middle of an epoch.
-        shown: set[str] = set()
-        train = _folder(d["path"], "data.path", d, shown, crop=size, channels=channels, seed=seed)
-        key = "data.eval_path" if d["eval_path"] else "data.path"
-        evals = _folder(
-            d["eval_path"] or d["path"], key, d, shown, crop=size, channels=channels, train=False
-        )
-    if d["eval_images"] == 0:
-        evals = None
-    elif evals is not None and len(evals) > d["eval_images"]:
-        evals = torch.utils.data.Subset(evals, range(d["eval_images"]))
-    return train, evals
-
-
-def _baseline_data(config: dict, eval_set, collate, batch_size: int):
-    """Images the baselines' weights are picked on: training-source pictures of the
-    evaluation images' size (not those images), where the source allows; else None (the
-    training batches)."""
-    from .. import data as datasets
-
-    d = config["data"]
-    if eval_set is None or d["source"] == "folder":
-        return None
-    size = tuple(eval_set[0].shape[-2:])
-    if d["source"] == "deadleaves":
-        images = datasets.DeadLeaves(size, d["channels"], 16, seed=config["seed"] + 2_000_003)
-    else:
-        images = datasets.SampleImages(
-            "train", crop=size, channels=d["channels"], length=16, seed=config["seed"] + 2
-        )
-    return torch.utils.data.DataLoader(images, batch_size=batch_size, collate_fn=collate)
-
-
-def physics_spec(config: dict) -> dict:
-    """The measurement of ``config`` as plain values (stored with the saved models)."""
-    p = config["physics"]
-    noise = p["noise_sigma"] if p["noise"] == "gaussian" else 0.0
-    return blur_spec(
-        p["kernel_sigma"], padding=p["padding"], noise_sigma=noise, kernel_size=p["kernel_size"]
-    )
-
-
-def _cosine_schedule(train: dict, per_epoch: int):
-    """A factory of the cosine decay of the learning rate to 0 over the run's steps."""
-    total = per_epoch * train["epochs"]
-    if train["max_steps"] is not None:
-        total = min(total, train["max_steps"])
-    return functools.partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=max(total, 1))
-
-
-def build_experiment(config: dict, device: torch.device | str = "cpu") -> dict:
-    """The parts of a run described by ``config``: ``model``, ``physics``, ``train_data``
-    (a loader sharded over processes when distributed), ``eval_data`` (or None) and the
-    Trainer keyword arguments ``trainer_kwargs``. The model is initialised from
-    ``config["seed"]`` (the same on every process)."""
-    import unrolled as ur
-
-    dtype = torch.float64 if config["train"]["dtype"] == "float64" else torch.float32
-    m, s, t = config["model"], config["solver"], config["train"]
-    physics = physics_from_spec(physics_spec(config), dtype=dtype)
-    solver = ur.CG(
-        max_iter=s["max_iter"],
-        tol=s["tol"],
-        # 'warn' is the trainer's count once per epoch, not a warning per solve.
-        on_failure="raise" if s["on_failure"] == "raise" else "ignore",
-        preconditioner=None if s["preconditioner"] == "none" else "auto",
-    )
-    fidelity = ur.L2(solver=solver, backward=s["backward"])
-    channels = config["data"]["channels"]
-    torch.manual_seed(config["seed"])  # the model's initial weights
-    if m["denoiser"] == "dncnn":
-        denoiser = ur.models.DnCNN(channels, channels, depth=m["depth"], features=m["features"])
-    else:
-        denoiser = ur.models.UNet(channels, channels, base=m["features"], levels=m["levels"])
-    scalars = {"stepsize": m["stepsize"], "sigma": m["sigma"]}
-    model = ur.unfolded.build(
-        m["algorithm"],
-        layers=m["layers"],
-        denoiser=denoiser,
-        fidelity=fidelity,
-        trainable=tuple(m["trainable"]),
-        share_parameters=m["share_parameters"],
-        share_denoiser=m["share_denoiser"],
-        checkpoint_layers=m["checkpoint_layers"],
-        init=m["init"],
-        **scalars,
-    ).to(dtype)
-    train_set, eval_set = _datasets(config)
-    from ..train import Trainer
-
-    collate = _Collate(dtype)
-    train_data = Trainer.make_loader(
-        train_set,
-        t["batch_size"],
-        shuffle=True,
-        num_workers=config["data"]["num_workers"],
-        seed=config["seed"],
-        collate_fn=collate,
-    )
-    eval_data = None
-    if eval_set is not None:
-        eval_data = torch.utils.data.DataLoader(
-            eval_set, batch_size=t["batch_size"], shuffle=False, collate_fn=collate
-        )
-    trainer_kwargs = dict(
-        baseline_data=_baseline_data(config, eval_set, collate, t["batch_size"]),
-        lr=t["lr"],
-        epochs=t["epochs"],
-        device=device,
-        seed=config["seed"],
-        out_dir=config["out"],
-        log_every=t["log_every"],
-        checkpoint_every=t["checkpoint_every"],
-        keep_last=t["keep_last"],
-        eval_every=t["eval_every"],
-        max_steps=t["max_steps"],
-        grad_clip=t["grad_clip"],
-        nonfinite=t["nonfinite"],
-        progress=t["progress"],
-        plots=t["plots"],
-        scheduler=(_cosine_schedule(t, len(train_data)) if t["schedule"] == "cosine" else None),
-    )
-    return dict(
-        model=model,
-        physics=physics,
-        train_data=train_data,
-        eval_data=eval_data,
-        trainer_kwargs=trainer_kwargs,
-    )
 
 
 # -- running ----------------------------------------------------------------------------------
@@ -469,7 +277,6 @@ def _checkpoint_bytes(trainer) -> int:
 
 def train(config: dict, *, resume: bool = False, device: torch.device | str = "cpu") -> int:
     """Build the experiment of ``config`` and fit it; the exit status of the command."""
-    from ..train import Trainer
 
     out = Path(config["out"]).resolve()
     try:

@@ -84,6 +84,8 @@ def _str_list(v: Any) -> bool:
 
 
 SCALAR_NAMES = ("stepsize", "sigma", "beta", "relaxation")
+#: the measurements ``physics.operator`` names
+OPERATORS = ("blur", "inpainting", "downsampling", "compressed_sensing", "mri", "multicoil_mri")
 #: the largest seed: torch's generators take 64-bit seeds, and derived seeds add to it
 MAX_SEED = 2**63 - 1
 
@@ -106,12 +108,36 @@ SCHEMA: dict[str, dict[str, Key] | Key] = {
     "out": Key("runs/unrolled", "a folder path (string)", lambda v: isinstance(v, str) and v != ""),
     "nproc": Key(1, "an integer >= 1", _int(1), help="processes (DDP) started on this machine"),
     "physics": {
-        "operator": choice("blur", ("blur",)),
-        "kernel_sigma": Key(1.6, "a number > 0", _number(0, strict=True)),
-        "kernel_size": Key(
-            None, "an integer >= 1, or none (2 * ceil(3 sigma) + 1)", _int(1, none=True)
+        "operator": choice(
+            "blur",
+            OPERATORS,
+            "mri and multicoil_mri measure complex images (grey level times a smooth phase)",
         ),
-        "padding": choice("valid", ("valid", "circular", "reflect", "replicate", "zeros")),
+        "kernel_sigma": Key(1.6, "a number > 0", _number(0, strict=True), help="blur"),
+        "kernel_size": Key(
+            None,
+            "an integer >= 1, or none (2 * ceil(3 sigma) + 1)",
+            _int(1, none=True),
+            help="blur",
+        ),
+        "padding": choice(
+            "valid", ("valid", "circular", "reflect", "replicate", "zeros"), "blur, downsampling"
+        ),
+        "keep": Key(
+            0.5,
+            "a number in (0, 1]",
+            lambda v: _number(0, strict=True)(v) and v <= 1,
+            help="inpainting: the fraction of pixels kept",
+        ),
+        "factor": Key(2, "an integer >= 1", _int(1), help="downsampling: the decimation factor"),
+        "ratio": Key(
+            0.5,
+            "a number in (0, 1]",
+            lambda v: _number(0, strict=True)(v) and v <= 1,
+            help="compressed_sensing: measurements per unknown",
+        ),
+        "acceleration": Key(4, "an integer >= 1", _int(1), help="mri, multicoil_mri"),
+        "coils": Key(4, "an integer >= 1", _int(1), help="multicoil_mri"),
         "noise": choice("gaussian", ("gaussian", "none")),
         "noise_sigma": Key(0.05, "a number >= 0", _number(0, strict=False)),
     },
@@ -350,13 +376,23 @@ def validate_config(config: dict) -> dict:
         raise ConfigError(
             f"data.path: only used with source = 'folder', got source = {data['source']!r}"
         )
-    kernel = config["physics"]["kernel_size"] or (
-        2 * math.ceil(3 * config["physics"]["kernel_sigma"]) + 1
-    )
-    if config["physics"]["padding"] == "valid" and kernel >= data["size"]:
+    physics = config["physics"]
+    if physics["operator"] == "blur":
+        kernel = physics["kernel_size"] or (2 * math.ceil(3 * physics["kernel_sigma"]) + 1)
+        if physics["padding"] == "valid" and kernel >= data["size"]:
+            raise ConfigError(
+                f"data.size: expected more than the kernel size {kernel} with padding 'valid', "
+                f"got {data['size']}"
+            )
+    if physics["operator"] == "downsampling" and data["size"] % physics["factor"]:
         raise ConfigError(
-            f"data.size: expected more than the kernel size {kernel} with padding 'valid', "
+            f"data.size: expected a multiple of physics.factor = {physics['factor']}, "
             f"got {data['size']}"
+        )
+    if physics["operator"] in ("mri", "multicoil_mri") and config["train"]["pretrain_steps"]:
+        raise ConfigError(
+            "train.pretrain_steps: expected 0 for complex images (MRI), got "
+            f"{config['train']['pretrain_steps']}"
         )
     return config
 

@@ -1,4 +1,4 @@
-"""The demo's MRI images: complex, a grey level times a smooth random phase."""
+"""Complex test images for MRI: a grey level times a smooth random phase."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ...train import derive_seed
+from ..train import derive_seed
 
 __all__ = ["ComplexImages", "smooth_phase"]
 
