@@ -23,7 +23,7 @@ from unrolled.apps.demo.experiment import (
     initial_state,
     measure_step,
 )
-from unrolled.apps.demo.mri import ComplexImages
+from unrolled.apps.complex_images import ComplexImages
 from unrolled.models import ComplexDenoiser
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")

@@ -23,10 +23,7 @@ from torch.utils.data import Dataset, Subset
 
 from ... import data as datasets
 from ...evaluation import fit_baselines
-from ...fidelity import L2
-from ...linalg.cg import CG
-from ...models import DnCNN
-from ...physics.spec import blur_spec, mri_spec, physics_from_spec
+from ...physics.spec import blur_spec, mri_spec
 from ...train import (
     PeakMemoryMeter,
     SavedTensorMeter,
@@ -39,7 +36,7 @@ from ...train import (
     peak_rss_subprocess,
     seeded_noise,
 )
-from ...unfolded import HQS
+from ..experiment import Experiment
 from .config import DemoConfig, Mode
 
 __all__ = [
@@ -128,11 +125,10 @@ def build_data(
         path = cfg.data[len("folder:") :]
         train, evals = _folder_split(path, cfg, size, n)
         what = f"folder {path}: {len(train)} training crops, {len(evals)} held-out"
-    if cfg.physics == "mri":
-        from .mri import ComplexImages
-
-        train = ComplexImages(train, seed=cfg.seed)
-        evals = ComplexImages(evals, seed=derive_seed(cfg.seed, 98) % 2**31)
+    experiment = experiment_of(cfg)
+    if experiment.is_complex:
+        train = experiment.images(train, cfg.seed)
+        evals = experiment.images(evals, derive_seed(cfg.seed, 98) % 2**31)
         what += "; grey, times a smooth random phase (complex)"
     return train, evals, what
 
@@ -154,17 +150,36 @@ def physics_spec(cfg: DemoConfig) -> dict:
     return blur_spec(cfg.blur_sigma, padding="valid", noise_sigma=cfg.noise)
 
 
+def experiment_of(cfg: DemoConfig, mode: Mode | None = None) -> Experiment:
+    """Unfolded HQS with a shared DnCNN, trainable stepsize and sigma, and an L2 data step
+    solved by CG with the backward of ``mode`` (default: the first mode)."""
+    mode = cfg.modes[0] if mode is None else mode
+    return Experiment(
+        physics=physics_spec(cfg),
+        channels=channels_for(cfg),
+        layers=cfg.layers,
+        depth=cfg.depth,
+        features=cfg.features,
+        stepsize=cfg.stepsize,
+        sigma=cfg.sigma,
+        trainable=("stepsize", "sigma"),
+        checkpoint_layers=mode.checkpoint_layers,
+        solver={"max_iter": cfg.max_iter, "tol": cfg.tol},
+        backward=mode.backward,
+    )
+
+
 def build_physics(cfg: DemoConfig) -> nn.Module:
     """The measurement model: blur (valid padding) + Gaussian noise, or multi-coil MRI."""
-    spec = physics_spec(cfg)
-    if cfg.physics == "mri":
+    experiment = experiment_of(cfg)
+    if experiment.is_complex:
         if cfg.eval_size != cfg.img_size:
             raise ValueError(
                 f"eval_size: MRI's mask is drawn for the training size {cfg.img_size}, "
                 f"got held-out images of {cfg.eval_size}"
             )
-        return physics_from_spec(spec, (cfg.img_size, cfg.img_size))
-    physics = physics_from_spec(spec)
+        return experiment.build_physics((cfg.img_size, cfg.img_size))
+    physics = experiment.build_physics()
     k = physics.kernel.shape[-1]
     smallest = min(cfg.img_size, cfg.eval_size, cfg.finetune_size)
     if smallest <= k:
@@ -176,27 +191,9 @@ def build_physics(cfg: DemoConfig) -> nn.Module:
     return physics
 
 
-def build_denoiser(cfg: DemoConfig) -> nn.Module:
-    if cfg.physics == "mri":
-        from ...models import ComplexDenoiser
-
-        return ComplexDenoiser(DnCNN(2, 2, depth=cfg.depth, features=cfg.features))
-    return DnCNN(CHANNELS, CHANNELS, depth=cfg.depth, features=cfg.features)
-
-
-def build_model(cfg: DemoConfig, mode: Mode) -> HQS:
-    """Unfolded HQS with a shared DnCNN, trainable stepsize and sigma, and an L2 data step
-    solved by CG with the mode's backward."""
-    fidelity = L2(solver=CG(max_iter=cfg.max_iter, tol=cfg.tol), backward=mode.backward)
-    return HQS(
-        layers=cfg.layers,
-        denoiser=build_denoiser(cfg),
-        fidelity=fidelity,
-        stepsize=cfg.stepsize,
-        sigma=cfg.sigma,
-        trainable=("stepsize", "sigma"),
-        checkpoint_layers=mode.checkpoint_layers,
-    )
+def build_model(cfg: DemoConfig, mode: Mode) -> nn.Module:
+    """The network of ``mode`` (see :func:`experiment_of`), freshly initialised."""
+    return experiment_of(cfg, mode).build_model()
 
 
 def initial_state(cfg: DemoConfig) -> dict[str, Tensor]:
@@ -207,7 +204,7 @@ def initial_state(cfg: DemoConfig) -> dict[str, Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def fidelity_of(model: HQS) -> L2:
+def fidelity_of(model: nn.Module) -> nn.Module:
     return model.fidelity
 
 
@@ -253,7 +250,7 @@ def _forward_backward(model: nn.Module, physics: nn.Module, x: Tensor, y: Tensor
 
 
 def measure_step(
-    model: HQS, physics: nn.Module, x: Tensor, y: Tensor, device: torch.device | str
+    model: nn.Module, physics: nn.Module, x: Tensor, y: Tensor, device: torch.device | str
 ) -> dict:
     """Memory of one training step's forward and backward, after one unmeasured warm-up step
     (so one-off allocations, e.g. FFT plans and thread pools, are left out).
