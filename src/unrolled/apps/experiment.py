@@ -33,12 +33,14 @@ DENOISERS = ("dncnn", "unet")
 class Experiment:
     """An unfolded network on a measurement, as plain values.
 
+    ``layers``, ``stepsize``, ``sigma``, ``trainable``, ``share_parameters``,
+    ``share_denoiser``, ``checkpoint_layers`` and ``init`` mean what they mean to the
+    unfolded classes (:mod:`unrolled.unfolded`).
+
     Args:
         physics: the measurement, a spec from :mod:`unrolled.physics.spec`.
         channels: channels of the real images (complex images: one complex channel).
         algorithm: ``"hqs"``, ``"admm"``, ``"pgd"`` or ``"drs"``.
-        layers, stepsize, sigma, trainable, share_parameters, share_denoiser,
-            checkpoint_layers, init: as the unfolded classes take them.
         denoiser: ``"dncnn"`` (``depth`` convolutions of ``features`` channels) or
             ``"unet"`` (``levels`` levels, base width ``features``).
         solver: keyword arguments of :class:`~unrolled.CG` (unset ones: CG's defaults).
