@@ -38,14 +38,14 @@ import torch
 
 from ..linalg.cg import NonConvergenceError
 from ..train import Trainer, distributed
-from ..train.checkpoint import LATEST, PREVIOUS, CheckpointError, numbered_checkpoints
+from ..train.checkpoint import LATEST, CheckpointError
 from ..train.files import RunWriteError, atomic_write_bytes
-from ..train.preflight import StepMemory, check_free_space, format_bytes, machine_memory
+from ..train.preflight import check_free_space
 from ..train.pretrain import pretrain_denoiser
 from ..train.runlock import RunLock, RunLockedError
 from ..train.signals import TrainingInterrupted
+from .train_checks import check_memory, check_resumable, check_run_folder, checkpoint_bytes
 from .train_config import (
-    RESUME_MAY_CHANGE,
     SCHEMA,
     ConfigError,
     Key,
@@ -57,7 +57,8 @@ from .train_config import (
     set_key,
     validate_config,
 )
-from .train_setup import build_experiment, physics_spec
+from .train_models import BEST_MODEL, LAST_MODEL, KeepBest, eval_summary, save_model
+from .train_setup import build_experiment
 
 __all__ = ["add_arguments", "build_experiment", "resolve_config", "run", "train"]
 
@@ -184,97 +185,6 @@ def _say(message: str) -> None:
         print(f"unrolled train: {message}", flush=True)
 
 
-def _check_run_folder(config: dict, resume: bool) -> None:
-    """Refuse to start over an existing run, or to resume one with a different config."""
-    out = Path(config["out"])
-    saved = out / "config.toml"
-    has_run = (out / "latest.pt").exists() or (out / "previous.pt").exists()
-    if not resume:
-        if has_run:
-            raise ConfigError(
-                f"out: {out} already holds a run (latest.pt); continue it with --resume or "
-                "choose another --out"
-            )
-        return
-    if not saved.is_file():
-        return
-    old = default_config()
-    merge(old, load_config_file(saved), where=f"config file {saved}")
-    changed = [
-        f"{section}.{k}" if section else k
-        for section, k, a, b in _diff(old, config)
-        if (f"{section}.{k}" if section else k) not in RESUME_MAY_CHANGE
-    ]
-    if changed:
-        raise ConfigError(
-            f"--resume: the run in {out} was made with a different configuration "
-            f"({', '.join(changed)} differ from {saved}); resuming would not continue that run"
-        )
-
-
-def _diff(a: dict, b: dict):
-    for name, value in a.items():
-        if isinstance(value, dict):
-            for k, v in value.items():
-                if b[name][k] != v:
-                    yield name, k, v, b[name][k]
-        elif b[name] != value:
-            yield "", name, value, b[name]
-
-
-def _step_memory(config: dict) -> StepMemory:
-    """What one training step of ``config`` holds at least (see :mod:`.preflight`)."""
-    m, d = config["model"], config["data"]
-    c, f = d["channels"], m["features"]
-    if m["denoiser"] == "dncnn":
-        maps = m["depth"] - 1
-        weights = 9 * (c * f + (m["depth"] - 2) * f * f + f * c)
-    else:  # UNet: two full-resolution convolutions at least, wider ones below
-        maps = 2
-        weights = sum(2 * 9 * (f * 2**level) ** 2 for level in range(m["levels"]))
-    copies = 1 if m["share_denoiser"] else m["layers"]
-    return StepMemory(
-        batch=config["train"]["batch_size"],
-        channels=c,
-        height=d["size"],
-        width=d["size"],
-        layers=m["layers"],
-        feature_maps=maps,
-        features=f,
-        dtype_bytes=8 if config["train"]["dtype"] == "float64" else 4,
-        parameters=weights * copies + 4 * m["layers"],
-        checkpoint_layers=m["checkpoint_layers"],
-    )
-
-
-def _check_memory(config: dict) -> None:
-    """Refuse, before anything is allocated, a run whose steps cannot fit in memory."""
-    device = config["device"]
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    have = machine_memory(device)
-    if have is None:
-        return
-    step = _step_memory(config)
-    # Processes on one CPU share its memory; on GPUs each has its own device.
-    need = step.total * (config["nproc"] if torch.device(device).type == "cpu" else 1)
-    if need > have:
-        d, m, t = config["data"], config["model"], config["train"]
-        raise ConfigError(
-            f"data.size={d['size']}, train.batch_size={t['batch_size']}, "
-            f"model.layers={m['layers']}, model.features={m['features']}: one training step "
-            f"needs at least {format_bytes(need)} ({step.describe()}), more than the "
-            f"{format_bytes(have)} of memory on {device}; lower one of them (or set "
-            "model.checkpoint_layers = true)"
-        )
-
-
-def _checkpoint_bytes(trainer) -> int:
-    """About what one checkpoint of ``trainer`` takes: its weights and Adam's two moments."""
-    weights = sum(t.numel() * t.element_size() for t in trainer.module.state_dict().values())
-    return 3 * weights + (1 << 16)  # plus the history, the RNG state, the zip's frame
-
-
 def train(config: dict, *, resume: bool = False, device: torch.device | str = "cpu") -> int:
     """Build the experiment of ``config`` and fit it; the exit status of the command."""
 
@@ -304,7 +214,7 @@ def train(config: dict, *, resume: bool = False, device: torch.device | str = "c
         parts["physics"],
         parts["train_data"],
         eval_data=parts["eval_data"],
-        eval_callbacks=[_KeepBest(config, out / BEST_MODEL)],
+        eval_callbacks=[KeepBest(config, out / BEST_MODEL)],
         **parts["trainer_kwargs"],
     )
     policy = config["solver"]["on_failure"]
@@ -320,12 +230,12 @@ def train(config: dict, *, resume: bool = False, device: torch.device | str = "c
                 lock = stack.enter_context(RunLock(out))
                 if lock.message:
                     _say(lock.message)
-                _check_run_folder(config, resume)
+                check_run_folder(config, resume)
                 if resume:
-                    _check_resumable(config)
+                    check_resumable(config)
                 atomic_write_bytes(dump_toml(config).encode(), out / "config.toml", "config")
                 low = check_free_space(
-                    out, _checkpoint_bytes(trainer), 3 + config["train"]["keep_last"]
+                    out, checkpoint_bytes(trainer), 3 + config["train"]["keep_last"]
                 )
                 if low:
                     _say_error(f"warning: {low}")
@@ -337,7 +247,7 @@ def train(config: dict, *, resume: bool = False, device: torch.device | str = "c
             )
             history = trainer.fit(resume="latest" if resume else None)
             if trainer.is_main:
-                _save_model(trainer, config, out / LAST_MODEL)
+                save_model(trainer, config, out / LAST_MODEL)
         except (ConfigError, CheckpointError, RunLockedError) as err:
             _say_error(err)
             return 2
@@ -374,64 +284,6 @@ def _say_error(err: object) -> None:
         print(f"unrolled train: {err}", file=sys.stderr, flush=True)
 
 
-#: the model files ``unrolled train`` writes (``unrolled.load`` reads them)
-BEST_MODEL = "best.pt"
-LAST_MODEL = "last.pt"
-
-
-def eval_summary(record: dict) -> str:
-    """One evaluation record as two lines: the model and the best classical baseline."""
-    line = (
-        f"held-out: trained model PSNR {record['psnr']:.2f} dB (determined region "
-        f"{record['psnr_determined']:.2f} dB), SSIM {record['ssim']:.3f}"
-    )
-    if "baseline" in record:
-        line += (
-            f"\n          best baseline {record['baseline']}: "
-            f"PSNR {record['psnr_baseline']:.2f} dB "
-            f"(determined region {record['psnr_determined_baseline']:.2f} dB), SSIM "
-            f"{record['ssim_baseline']:.3f}; model - baseline "
-            f"{record['psnr'] - record['psnr_baseline']:+.2f} / "
-            f"{record['psnr_determined'] - record['psnr_determined_baseline']:+.2f} dB"
-        )
-    return line
-
-
-def _save_model(trainer, config: dict, path: Path, record: dict | None = None) -> None:
-    from ..saving import save
-
-    module = trainer.module
-    info = {
-        "command": "unrolled train",
-        "step": trainer.step,
-        "epoch": trainer.epoch,
-        "seed": config["seed"],
-        "data": dict(config["data"]),
-    }
-    if record is not None:
-        info["eval"] = {k: v for k, v in record.items() if isinstance(v, (int, float, str))}
-    info["learned"] = {
-        "stepsize": module.stepsize.detach().cpu().tolist(),
-        "sigma": module.sigma.detach().cpu().tolist(),
-    }
-    save(module, path, physics=physics_spec(config), info=info)
-
-
-class _KeepBest:
-    """After each evaluation, write the model as ``best.pt`` when its PSNR is the best yet."""
-
-    def __init__(self, config: dict, path: Path):
-        self.config = config
-        self.path = path
-
-    def __call__(self, trainer, record: dict) -> None:
-        if not trainer.is_main:
-            return
-        earlier = [r["psnr"] for r in trainer.history["eval"] if r is not record]
-        if not earlier or record["psnr"] > max(earlier) or not self.path.exists():
-            _save_model(trainer, self.config, self.path, record)
-
-
 def _worker(config: dict, resume: bool) -> int:
     """One process of a run (rank from the environment when distributed)."""
     device = distributed.init_from_env(config["device"])
@@ -462,7 +314,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.print_config:
             print(dump_toml(config), end="")
             return 0
-        _check_memory(config)
+        check_memory(config)
     except (ConfigError, CheckpointError) as err:
         _say_error(err)
         return 2
@@ -479,9 +331,9 @@ def _run(args: argparse.Namespace) -> int:
         if lock.message:
             _say(lock.message)
         try:
-            _check_run_folder(config, args.resume)
+            check_run_folder(config, args.resume)
             if args.resume:
-                _check_resumable(config)
+                check_resumable(config)
         except (ConfigError, CheckpointError) as err:
             _say_error(err)
             return 2
@@ -502,11 +354,3 @@ def _run(args: argparse.Namespace) -> int:
         return _worker(config, args.resume)
     finally:
         lock.release()
-
-
-def _check_resumable(config: dict) -> None:
-    """Fail early (before starting processes) when --resume has nothing usable."""
-    out = Path(config["out"])
-    names = [LATEST, PREVIOUS]
-    if not any((out / n).exists() for n in names) and not numbered_checkpoints(out):
-        raise CheckpointError(f"--resume: no checkpoint in {out} (no {LATEST} nor older ones)")
