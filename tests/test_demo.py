@@ -17,13 +17,8 @@ import unrolled as ur
 from unrolled.apps.complex_images import ComplexImages
 from unrolled.apps.demo import DemoConfig, run_demo
 from unrolled.apps.demo.config import Mode, parse_modes
-from unrolled.apps.demo.experiment import (
-    build_data,
-    build_model,
-    build_physics,
-    initial_state,
-    measure_step,
-)
+from unrolled.apps.demo.experiment import build_data, build_model, build_physics, initial_state
+from unrolled.apps.demo.memory import measure_step
 from unrolled.models import ComplexDenoiser
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")

@@ -23,18 +23,7 @@ import torch
 from ...saving import describe, load_file, save
 from ...weights import find_shipped
 from .config import DEFAULT_EPOCHS, DEFAULT_MODES, DemoConfig, parse_data, parse_modes
-from .experiment import (
-    baseline_loss,
-    build_data,
-    build_model,
-    build_physics,
-    demo_baselines,
-    eval_batch,
-    initial_state,
-    physics_spec,
-    score_heldout,
-    train_mode,
-)
+from .experiment import build_data, build_model, build_physics, initial_state, physics_spec
 from .report import (
     build_report,
     format_quality,
@@ -44,6 +33,7 @@ from .report import (
     plot_loss_curves,
     write_json,
 )
+from .runs import baseline_loss, demo_baselines, eval_batch, score_heldout, train_mode
 
 __all__ = ["DemoConfig", "add_arguments", "config_from_args", "run", "run_demo"]
 
