@@ -10,6 +10,8 @@ from PIL import Image
 
 import unrolled as ur
 from unrolled.apps.evaluate import _measure, _noise_seed
+from unrolled.apps.train_config import default_config, load_config_file, merge
+from unrolled.apps.train_setup import build_experiment
 from unrolled.cli import main
 from unrolled.physics.spec import blur_spec, physics_from_spec
 
@@ -98,6 +100,15 @@ def test_train_then_eval_each_operator(operator, tmp_path, capsys):
     physics = physics_from_spec(dict(saved.physics), (16, 16))
     assert type(physics) is OPERATORS[operator]
     assert physics.noise is not None and physics.noise.sigma == pytest.approx(0.05)
+    # The file records the whole measurement: rebuilt from it, the operator is the one
+    # the run trained with (same kernel, mask, matrix or coil maps).
+    config = default_config()
+    merge(config, load_config_file(out / "config.toml"))
+    trained = build_experiment(config)["physics"]
+    x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(5))
+    if operator in ("mri", "multicoil_mri"):
+        x = torch.polar(x, 2 * x.flip(-1))
+    torch.testing.assert_close(physics.A(x), trained.A(x), rtol=0, atol=0)
 
     folder = _folder(tmp_path, size=24)
     code = main(["eval", "--model", str(out / "last.pt"), "--data", f"folder:{folder}",
