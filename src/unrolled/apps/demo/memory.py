@@ -18,7 +18,7 @@ from ...train import (
     mse,
     peak_rss_subprocess,
 )
-from .config import DemoConfig, Mode
+from .config import DemoConfig, Mode, parse_modes
 from .experiment import build_data, build_model, build_physics, fidelity_of
 
 __all__ = ["first_batch", "measure_step", "rss_of_mode"]
@@ -87,8 +87,6 @@ def first_batch(cfg: DemoConfig, loader, trainer: Trainer):
 
 def _rss_setup(config: dict, mode_name: str, state: dict, threads: int):
     """In the child: build everything a training step needs (not measured)."""
-    from .config import parse_modes
-
     torch.set_num_threads(threads)
     cfg = DemoConfig.from_dict(config)
     (mode,) = parse_modes(mode_name)
