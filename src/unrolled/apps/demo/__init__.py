@@ -118,39 +118,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+#: flags whose value is the DemoConfig field of the same name
+_SAME_NAME = (
+    "physics", "device", "img_size", "num_images", "num_eval", "eval_size",
+    "finetune_steps", "batch_size", "epochs", "max_iter", "tol", "data", "out", "seed",
+    "layers", "depth", "features", "lr", "stepsize", "sigma", "blur_sigma", "noise",
+    "acceleration", "coils", "rss", "rss_steps", "threads",
+)  # fmt: skip
+
+
 def config_from_args(args: argparse.Namespace) -> DemoConfig:
     modes = args.modes if isinstance(args.modes, tuple) else parse_modes(args.modes)
     return DemoConfig(
-        physics=args.physics,
-        device=args.device,
-        img_size=args.img_size,
-        num_images=args.num_images,
-        num_eval=args.num_eval,
-        eval_size=args.eval_size,
-        pretrained=not args.from_scratch,
-        finetune_steps=args.finetune_steps,
-        batch_size=args.batch_size,
-        epochs=args.epochs,
-        max_iter=args.max_iter,
-        tol=args.tol,
-        data=args.data,
-        out=args.out,
-        seed=args.seed,
-        layers=args.layers,
-        depth=args.depth,
-        features=args.features,
         modes=modes,
-        lr=args.lr,
-        stepsize=args.stepsize,
-        sigma=args.sigma,
-        blur_sigma=args.blur_sigma,
-        noise=args.noise,
-        acceleration=args.acceleration,
-        coils=args.coils,
-        rss=args.rss,
-        rss_steps=args.rss_steps,
-        threads=args.threads,
+        pretrained=not args.from_scratch,
         progress=not args.no_progress,
+        **{name: getattr(args, name) for name in _SAME_NAME},
     )
 
 
