@@ -78,6 +78,17 @@ def _step_memory(config: dict) -> StepMemory:
     )
 
 
+def _sensing_matrix_bytes(config: dict) -> int:
+    """The dense matrix of compressed sensing, ``round(ratio n) x n`` for ``n = C H W``
+    (0 for the other operators, whose operators are small next to a step)."""
+    if config["physics"]["operator"] != "compressed_sensing":
+        return 0
+    d = config["data"]
+    n = d["channels"] * d["size"] ** 2
+    itemsize = 8 if config["train"]["dtype"] == "float64" else 4
+    return max(1, round(config["physics"]["ratio"] * n)) * n * itemsize
+
+
 def check_memory(config: dict) -> None:
     """Refuse, before anything is allocated, a run whose steps cannot fit in memory."""
     device = config["device"]
@@ -88,7 +99,16 @@ def check_memory(config: dict) -> None:
         return
     step = _step_memory(config)
     # Processes on one CPU share its memory; on GPUs each has its own device.
-    need = step.total * (config["nproc"] if torch.device(device).type == "cpu" else 1)
+    copies = config["nproc"] if torch.device(device).type == "cpu" else 1
+    matrix = _sensing_matrix_bytes(config)
+    if matrix * copies > have:
+        d, p = config["data"], config["physics"]
+        raise ConfigError(
+            f"data.size={d['size']}, data.channels={d['channels']}, physics.ratio={p['ratio']}: "
+            f"the compressed-sensing matrix needs {format_bytes(matrix * copies)}, more than "
+            f"the {format_bytes(have)} of memory on {device}; lower one of them"
+        )
+    need = step.total * copies
     if need > have:
         d, m, t = config["data"], config["model"], config["train"]
         raise ConfigError(
