@@ -1,7 +1,9 @@
 """The benchmark problem: images, blurred noisy measurements, and the network of each mode.
 
 Every mode starts from the same denoiser weights and sees the same batches, so the
-modes differ only in their data step: that is what the figures compare.
+modes differ only in their data step: that is what the figures compare. The physics,
+the denoiser and the network come from the experiment builder the commands use
+(:class:`unrolled.apps.experiment.Experiment`).
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ import torch
 from torch import Tensor, nn
 
 import unrolled as ur
+from unrolled.apps.experiment import Experiment
 from unrolled.data import DeadLeaves
 from unrolled.physics import Blur, gaussian_kernel
+from unrolled.physics.spec import blur_spec
 
 from .config import DEEPINV, BenchConfig
 
 __all__ = [
     "IdentityFidelity",
+    "experiment",
     "kernel",
     "make_physics",
     "make_batches",
@@ -36,6 +41,24 @@ class IdentityFidelity(nn.Module):
         return z
 
 
+def experiment(cfg: BenchConfig, *, padding: str | None = None, **changes) -> Experiment:
+    """The seed network on the seed blur (noiseless: :func:`make_batches` draws the
+    noise), with ``changes`` to the :class:`Experiment`'s fields."""
+    settings = dict(
+        physics=blur_spec(cfg.blur_sigma, padding=padding or cfg.padding),
+        channels=cfg.channels,
+        layers=cfg.layers,
+        depth=cfg.depth,
+        features=cfg.features,
+        stepsize=cfg.stepsize,
+        sigma=cfg.sigma,
+        trainable=("stepsize", "sigma"),
+        solver={"max_iter": cfg.max_iter, "tol": cfg.tol, "check_every": cfg.check_every},
+    )
+    settings.update(changes)
+    return Experiment(**settings)
+
+
 def kernel(cfg: BenchConfig) -> Tensor:
     """The Gaussian blur kernel ``(kh, kw)``, float32 (cast it for other dtypes, so every
     dtype blurs with the same numbers)."""
@@ -45,7 +68,9 @@ def kernel(cfg: BenchConfig) -> Tensor:
 def make_physics(cfg: BenchConfig, device, dtype: torch.dtype, padding: str | None = None) -> Blur:
     """``Blur(kernel, padding)`` on ``device`` in ``dtype`` (no noise module: the noise is
     drawn once in :func:`make_batches` so every mode sees the same measurements)."""
-    return Blur(kernel(cfg).to(device=device, dtype=dtype), padding=padding or cfg.padding)
+    # Built in float32 and cast, so every dtype blurs with the same numbers.
+    physics = experiment(cfg, padding=padding).build_physics(dtype=torch.float32)
+    return physics.to(device=device, dtype=dtype)
 
 
 def make_batches(
@@ -79,19 +104,12 @@ def initial_denoiser(cfg: BenchConfig) -> nn.Module:
     without touching the global random state."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        return ur.models.DnCNN(
-            in_channels=cfg.channels,
-            out_channels=cfg.channels,
-            depth=cfg.depth,
-            features=cfg.features,
-        )
+        return experiment(cfg).build_denoiser()
 
 
 def make_solver(cfg: BenchConfig, **changes) -> ur.CG:
     """The seed CG settings, with ``changes``."""
-    settings = {"max_iter": cfg.max_iter, "tol": cfg.tol, "check_every": cfg.check_every}
-    settings.update(changes)
-    return ur.CG(**settings)
+    return experiment(cfg, solver={**experiment(cfg).solver, **changes}).build_solver()
 
 
 def build_model(
@@ -131,13 +149,7 @@ def build_model(
     else:
         backward = "implicit" if mode == "implicit+layers" else mode
         fidelity = ur.L2(solver=solver, backward=backward)
-    model = ur.unfolded.HQS(
-        layers=cfg.layers,
-        denoiser=copy.deepcopy(denoiser),
-        fidelity=fidelity,
-        stepsize=cfg.stepsize,
-        sigma=cfg.sigma,
-        trainable=("stepsize", "sigma"),
-        checkpoint_layers=mode == "implicit+layers",
+    model = experiment(cfg, checkpoint_layers=mode == "implicit+layers").build_model(
+        denoiser=copy.deepcopy(denoiser), fidelity=fidelity
     )
     return model.to(device=device, dtype=dtype)

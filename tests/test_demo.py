@@ -14,16 +14,11 @@ import torch
 from PIL import Image
 
 import unrolled as ur
-from unrolled.demo import DemoConfig, run_demo
-from unrolled.demo.config import Mode, parse_modes
-from unrolled.demo.experiment import (
-    build_data,
-    build_model,
-    build_physics,
-    initial_state,
-    measure_step,
-)
-from unrolled.demo.mri import ComplexImages
+from unrolled.apps.complex_images import ComplexImages
+from unrolled.apps.demo import DemoConfig, run_demo
+from unrolled.apps.demo.config import Mode, parse_modes
+from unrolled.apps.demo.experiment import build_data, build_model, build_physics, initial_state
+from unrolled.apps.demo.memory import measure_step
 from unrolled.models import ComplexDenoiser
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -87,7 +82,10 @@ def test_cli_report_fields(cli_run):
         assert len(m["loss"]) == steps and all(math.isfinite(v) for v in m["loss"])
         mem = m["memory"]
         assert mem["peak_bytes"] > 0 and mem["saved_bytes"] > 0
-        assert mem["peak_reduction"] > 0 and mem["saved_reduction"] > 0
+        # Each reduction is the reference's bytes over this run's, as measured.
+        ref_mem = report["modes"]["unroll"]["memory"]
+        assert mem["peak_reduction"] == pytest.approx(ref_mem["peak_bytes"] / mem["peak_bytes"])
+        assert mem["saved_reduction"] == pytest.approx(ref_mem["saved_bytes"] / mem["saved_bytes"])
         assert m["cg"]["forward"] >= 1
         # unroll differentiates through the iterations: no backward solve; implicit: one
         # backward solve per prox, to the same tolerance, so at least one iteration.
@@ -98,10 +96,14 @@ def test_cli_report_fields(cli_run):
             assert all(math.isfinite(v) for v in scores.values())
         assert len(m["learned"]["stepsize"]) == 2 and len(m["learned"]["sigma"]) == 2
     ref = report["modes"]["unroll"]
-    assert ref["memory"]["peak_reduction"] == 1.0
-    assert ref["loss_diff_vs_reference"]["max_abs"] == 0.0
     for name in MODES[1:]:
         m = report["modes"][name]
+        # The reported difference is that of the two printed loss curves.
+        diffs = [abs(a - b) for a, b in zip(m["loss"], ref["loss"], strict=True)]
+        assert m["loss_diff_vs_reference"]["max_abs"] == pytest.approx(max(diffs))
+        # Implicit keeps one point per prox for backward, unroll every CG iterate.
+        if name.startswith("implicit"):
+            assert m["memory"]["saved_reduction"] > 1
         # Same weights, batch and noise: the first forward pass is the same computation
         # whatever the backward mode, so the first losses are bit-identical.
         assert m["loss"][0] == ref["loss"][0]
@@ -122,7 +124,7 @@ def test_cli_report_fields(cli_run):
 def test_saved_models_reproduce_the_reported_scores(cli_run):
     """``ur.load`` of a demo file and ``model(y, physics)`` alone give the numbers the demo
     printed (same held-out images and noise: the Trainer's evaluation seeds)."""
-    from unrolled.demo.experiment import build_data, build_physics
+    from unrolled.apps.demo.experiment import build_data, build_physics
     from unrolled.train import Trainer, make_loader
 
     proc, out = cli_run

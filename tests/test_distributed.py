@@ -18,8 +18,8 @@ from torch.utils.data.distributed import DistributedSampler
 
 import unrolled as ur
 from unrolled import cli
+from unrolled.apps.train import build_experiment, resolve_config
 from unrolled.train import Trainer, distributed
-from unrolled.train.command import build_experiment, resolve_config
 from unrolled.train.seeding import STREAM_SHUFFLE, derive_seed
 
 DTYPE = torch.float64

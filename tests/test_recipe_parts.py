@@ -79,8 +79,8 @@ def test_pretraining_lowers_the_denoising_loss_reproducibly():
 
 
 def test_the_shipped_model_matches_the_demo_configuration():
-    from unrolled.demo import DemoConfig
-    from unrolled.demo.experiment import build_model, physics_spec
+    from unrolled.apps.demo import DemoConfig
+    from unrolled.apps.demo.experiment import build_model, physics_spec
 
     cfg = DemoConfig().resolved()
     path = find_shipped(describe(build_model(cfg, cfg.modes[0])), physics_spec(cfg))

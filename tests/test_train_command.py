@@ -9,9 +9,8 @@ import pytest
 import torch
 
 from unrolled import cli
-from unrolled.train import load_checkpoint
-from unrolled.train.command import build_experiment, resolve_config
-from unrolled.train.config import (
+from unrolled.apps.train import build_experiment, resolve_config
+from unrolled.apps.train_config import (
     SCHEMA,
     ConfigError,
     default_config,
@@ -20,6 +19,7 @@ from unrolled.train.config import (
     merge,
     validate_config,
 )
+from unrolled.train import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -102,7 +102,13 @@ BAD = [
     (["--data", "folder"], "data.path: expected a folder of images"),
     (["--img-size", "8", "--blur-sigma", "2"], "data.size: expected more than the kernel size 13"),
     (["--checkpoint-every", "0"], "train.checkpoint_every: expected 'epoch' or an integer"),
-]
+    (["--operator", "radar"], "physics.operator: expected one of ('blur', 'inpainting'"),
+    (["--keep", "1.5"], "physics.keep: expected a number in (0, 1], got 1.5"),
+    (["--operator", "downsampling", "--factor", "3", "--img-size", "16"],
+     "data.size: expected a multiple of physics.factor = 3, got 16"),
+    (["--operator", "mri", "--set", "train.pretrain_steps=5"],
+     "train.pretrain_steps: expected 0 for complex images (MRI), got 5"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("argv, message", BAD, ids=[" ".join(a) for a, _ in BAD])
@@ -150,3 +156,12 @@ def test_help_documents_nproc_torchrun_and_the_keys(capsys):
     text = capsys.readouterr().out
     assert "--nproc" in text and "torchrun --standalone --nproc-per-node 2" in text
     assert "--resume" in text and "physics.padding" in text
+
+
+def test_a_sensing_matrix_too_large_for_memory_is_refused(capsys):
+    """Compressed sensing keeps a dense (ratio n) x n matrix: 3 x 2048 x 2048 images would
+    need hundreds of terabytes, refused before anything is allocated."""
+    argv = ["train", "--operator", "compressed_sensing", "--img-size", "2048", "--channels", "3"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the compressed-sensing matrix needs" in err

@@ -15,10 +15,10 @@ from . import _startup
 # sub-command -> (module, one-line help)
 COMMANDS = {
     "demo": (
-        "unrolled.demo",
+        "unrolled.apps.demo",
         "train the seed unfolded network with full backprop and implicit backward, side by side",
     ),
-    "train": ("unrolled.train.command", "train an unfolded network from a config file or flags"),
+    "train": ("unrolled.apps.train", "train an unfolded network from a config file or flags"),
     "eval": (
         "unrolled.apps.evaluate",
         "score a trained model on a folder of images against classical baselines",

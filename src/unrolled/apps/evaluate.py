@@ -6,6 +6,14 @@ measured with noise drawn from ``--seed`` and the image's position, reconstructe
 model and by each baseline (weights picked on ``--validation`` images, never on the
 images scored), and scored: PSNR over the whole image and over the region the measurement
 determines, and SSIM. ``--save DIR`` writes the reconstructions as PNG.
+
+Every measurement of :mod:`unrolled.physics.spec` is scored. A blur or a downsampling
+takes each image as it is (cut to whole multiples of the factor); an inpainting or MRI
+mask is drawn for one size, the smallest side of the images, to which every image is
+centre-cropped; a compressed-sensing model is scored on centre crops of the size it was
+trained for. MRI images are complex: the grey level times a smooth phase drawn from
+``--seed``, as in ``unrolled demo --physics mri``; the saved reconstructions show the
+magnitude.
 """
 
 from __future__ import annotations
@@ -20,8 +28,8 @@ import torch
 from .. import data as datasets
 from ..evaluation import fit_baselines, format_scores, score_methods
 from ..models import ComplexDenoiser
-from ..physics.spec import physics_from_spec
 from ..saving import ModelFileError, load_file
+from .experiment import Experiment
 
 __all__ = ["add_arguments", "run"]
 
@@ -101,9 +109,44 @@ def _measure(physics, x: torch.Tensor, seed: int) -> torch.Tensor:
 def _save_png(x: torch.Tensor, path: Path) -> None:
     from PIL import Image
 
+    x = x.abs() if x.is_complex() else x  # MRI: the magnitude
     img = (x.detach().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
     array = img.permute(1, 2, 0).numpy() if img.shape[0] == 3 else img[0].numpy()
     Image.fromarray(array).save(path)
+
+
+def _size_for(spec: dict, images: list[tuple[str, torch.Tensor]]) -> int | None:
+    """The one side every image is centre-cropped to, for operators drawn for one image
+    size (``None``: the operator takes each image as it is)."""
+    operator = spec["operator"]
+    if operator == "compressed_sensing":
+        side = int(spec["shape"][-1])
+        small = [n for n, x in images if min(x.shape[-2:]) < side]
+        if small:
+            raise ValueError(
+                f"data: this model measures {side}x{side} images; {small[0]} is smaller"
+            )
+        return side
+    if operator in ("inpainting", "mri"):
+        return min(min(x.shape[-2:]) for _, x in images)
+    return None
+
+
+def _fit(spec: dict, images: list[tuple[str, torch.Tensor]]) -> list[tuple[str, torch.Tensor]]:
+    """The images cropped to what the operator measures."""
+    side = _size_for(spec, images)
+    if side is not None:
+        return [(n, _crop(x, side)) for n, x in images]
+    if spec["operator"] == "downsampling":  # whole multiples of the decimation factor
+        f = int(spec["factor"])
+        return [(n, x[..., : x.shape[-2] // f * f, : x.shape[-1] // f * f]) for n, x in images]
+    return images
+
+
+def _channels(spec: dict, denoiser) -> int:
+    if spec["operator"] == "compressed_sensing":
+        return int(spec["shape"][0])
+    return 1 if isinstance(denoiser, ComplexDenoiser) else denoiser.in_channels
 
 
 def evaluate(args: argparse.Namespace) -> str:
@@ -119,16 +162,21 @@ def evaluate(args: argparse.Namespace) -> str:
     ):
         if value is not None:
             spec[key] = value
-    denoiser = model.priors[0].denoiser
-    if isinstance(denoiser, ComplexDenoiser) or spec.get("operator") != "blur":
-        raise ValueError(
-            f"model: unrolled eval scores blur models; this one is for {spec.get('operator')!r} "
-            "(use unrolled demo --physics mri)"
+    experiment = Experiment(physics=spec)
+    channels = _channels(spec, model.priors[0].denoiser)
+    images = _fit(spec, _images(args.data, channels, args.max_size))
+    side = _size_for(spec, images)
+    physics = experiment.build_physics(None if side is None else (side, side))
+    validation = _validation(args.validation, channels, size=side or 64)
+    if experiment.is_complex:  # MRI: grey levels times a smooth phase from the seed
+        images = list(
+            zip(
+                [n for n, _ in images],
+                experiment.images([x for _, x in images], args.seed),
+                strict=True,
+            )
         )
-    channels = denoiser.in_channels
-    images = _images(args.data, channels, args.max_size)
-    physics = physics_from_spec(spec)
-    validation = _validation(args.validation, channels)
+        validation = experiment.images(validation, args.seed + 1)
     val_pairs = []
     for i in range(0, len(validation), 8):
         x = torch.stack([validation[j] for j in range(i, min(i + 8, len(validation)))])

@@ -20,21 +20,10 @@ from pathlib import Path
 
 import torch
 
-from ..saving import describe, load_file, save
-from ..weights import find_shipped
+from ...saving import describe, load_file, save
+from ...weights import find_shipped
 from .config import DEFAULT_EPOCHS, DEFAULT_MODES, DemoConfig, parse_data, parse_modes
-from .experiment import (
-    baseline_loss,
-    build_data,
-    build_model,
-    build_physics,
-    demo_baselines,
-    eval_batch,
-    initial_state,
-    physics_spec,
-    score_heldout,
-    train_mode,
-)
+from .experiment import build_data, build_model, build_physics, initial_state, physics_spec
 from .report import (
     build_report,
     format_quality,
@@ -44,6 +33,7 @@ from .report import (
     plot_loss_curves,
     write_json,
 )
+from .runs import baseline_loss, demo_baselines, eval_batch, score_heldout, train_mode
 
 __all__ = ["DemoConfig", "add_arguments", "config_from_args", "run", "run_demo"]
 
@@ -128,39 +118,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+#: flags whose value is the DemoConfig field of the same name
+_SAME_NAME = (
+    "physics", "device", "img_size", "num_images", "num_eval", "eval_size",
+    "finetune_steps", "batch_size", "epochs", "max_iter", "tol", "data", "out", "seed",
+    "layers", "depth", "features", "lr", "stepsize", "sigma", "blur_sigma", "noise",
+    "acceleration", "coils", "rss", "rss_steps", "threads",
+)  # fmt: skip
+
+
 def config_from_args(args: argparse.Namespace) -> DemoConfig:
     modes = args.modes if isinstance(args.modes, tuple) else parse_modes(args.modes)
     return DemoConfig(
-        physics=args.physics,
-        device=args.device,
-        img_size=args.img_size,
-        num_images=args.num_images,
-        num_eval=args.num_eval,
-        eval_size=args.eval_size,
-        pretrained=not args.from_scratch,
-        finetune_steps=args.finetune_steps,
-        batch_size=args.batch_size,
-        epochs=args.epochs,
-        max_iter=args.max_iter,
-        tol=args.tol,
-        data=args.data,
-        out=args.out,
-        seed=args.seed,
-        layers=args.layers,
-        depth=args.depth,
-        features=args.features,
         modes=modes,
-        lr=args.lr,
-        stepsize=args.stepsize,
-        sigma=args.sigma,
-        blur_sigma=args.blur_sigma,
-        noise=args.noise,
-        acceleration=args.acceleration,
-        coils=args.coils,
-        rss=args.rss,
-        rss_steps=args.rss_steps,
-        threads=args.threads,
+        pretrained=not args.from_scratch,
         progress=not args.no_progress,
+        **{name: getattr(args, name) for name in _SAME_NAME},
     )
 
 

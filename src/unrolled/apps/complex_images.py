@@ -1,4 +1,4 @@
-"""The demo's MRI images: complex, a grey level times a smooth random phase."""
+"""Complex test images for MRI: a grey level times a smooth random phase."""
 
 from __future__ import annotations
 

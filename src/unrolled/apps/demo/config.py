@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..linalg.prox import BACKWARD_MODES
+from ...linalg.prox import BACKWARD_MODES
 
 __all__ = ["DEFAULT_EPOCHS", "DEFAULT_MODES", "DemoConfig", "Mode", "parse_data", "parse_modes"]
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..evaluation import psnr
+from ...evaluation import psnr
 from .config import DemoConfig
-from .experiment import ModeResult
+from .runs import ModeResult
 
 __all__ = ["build_report", "format_bytes", "format_table", "plot_figure", "write_json"]
 

@@ -1,0 +1,184 @@
+"""The demo's experiment: data, physics and model from a :class:`DemoConfig` (through the
+shared :class:`~unrolled.apps.experiment.Experiment`).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset, Subset
+
+from ... import data as datasets
+from ...physics.spec import blur_spec, mri_spec
+from ...train import (
+    derive_seed,
+)
+from ..experiment import Experiment
+from .config import DemoConfig, Mode
+
+__all__ = [
+    "build_data",
+    "build_model",
+    "build_physics",
+    "channels_for",
+    "experiment_of",
+    "initial_state",
+    "physics_spec",
+]
+
+CHANNELS = 3
+
+
+# -- data -----------------------------------------------------------------------------------
+
+
+def _folder_split(path: str, cfg: DemoConfig, crop: int, count: int) -> tuple[Dataset, Dataset]:
+    """Random ``crop`` crops of the first images of a folder for training, centre crops
+    (``eval_size``) of the held-out rest (the last tenth, at least one image) for
+    evaluation; or the ``train`` and ``test``/``val`` sub-folders when there are such."""
+    root = os.path.expanduser(path)
+    subdirs = {
+        name: os.path.join(root, name)
+        for name in ("train", "test", "val")
+        if os.path.isdir(os.path.join(root, name))
+    }
+    held_out = subdirs.get("test") or subdirs.get("val")
+    if "train" in subdirs and held_out:
+        train = datasets.ImageFolder(subdirs["train"], crop=crop, seed=cfg.seed)
+        evals = datasets.ImageFolder(held_out, crop=cfg.eval_size, train=False)
+        return (
+            Subset(train, range(min(count, len(train)))),
+            Subset(evals, range(min(cfg.num_eval, len(evals)))),
+        )
+    train = datasets.ImageFolder(root, crop=crop, seed=cfg.seed)
+    evals = datasets.ImageFolder(root, crop=cfg.eval_size, train=False)
+    n = len(train)
+    if n < 2:
+        raise ValueError(f"data: folder:{path} needs at least 2 images (train + held out), got {n}")
+    n_eval = max(1, n // 10)
+    n_train = min(count, n - n_eval)
+    return Subset(train, range(n_train)), Subset(evals, range(n - n_eval, n))
+
+
+def build_data(
+    cfg: DemoConfig, crop: int | None = None, count: int | None = None
+) -> tuple[Dataset, Dataset, str]:
+    """``(training set, held-out set, description)`` of real ``(3, S, S)`` images in ``[0, 1]``.
+
+    Training: ``count`` (default ``num_images``) crops of side ``crop`` (default
+    ``img_size``); held out: ``num_eval`` crops of side ``eval_size`` of other pictures.
+    ``samples``: scikit-image's training photographs, and its evaluation photographs held
+    out. ``deadleaves``: two independent procedural sets. ``bsds``: BSDS500 train / test
+    (downloaded once into the cache). ``folder:PATH``: see :func:`_folder_split`.
+    """
+    size = cfg.img_size if crop is None else crop
+    n = cfg.num_images if count is None else count
+    n_eval, eval_size = cfg.num_eval, cfg.eval_size
+    if cfg.data == "samples":
+        train = datasets.SampleImages("train", crop=size, length=n, seed=cfg.seed)
+        evals = datasets.SampleImages(
+            "eval", crop=eval_size, length=n_eval, random_crops=True, seed=cfg.seed + 1
+        )
+        what = (
+            f"scikit-image photographs: {n} training crops of 9 photos, {n_eval} held-out "
+            f"{eval_size}x{eval_size} crops of 3 others"
+        )
+    elif cfg.data == "deadleaves":
+        train = datasets.DeadLeaves(size, CHANNELS, n, seed=cfg.seed)
+        # An independent stream of images for evaluation.
+        evals = datasets.DeadLeaves(
+            eval_size, CHANNELS, n_eval, seed=derive_seed(cfg.seed, 99) % 2**31
+        )
+        what = f"dead leaves: {n} training images, {n_eval} held-out {eval_size}x{eval_size}"
+    elif cfg.data == "bsds":
+        root = datasets.download_dataset("BSDS500")
+        images = os.path.join(root, "BSR", "BSDS500", "data", "images")
+        train, evals = _folder_split(images, cfg, size, n)
+        what = f"BSDS500: {len(train)} training crops, {len(evals)} test crops"
+    else:
+        path = cfg.data[len("folder:") :]
+        train, evals = _folder_split(path, cfg, size, n)
+        what = f"folder {path}: {len(train)} training crops, {len(evals)} held-out"
+    experiment = experiment_of(cfg)
+    if experiment.is_complex:
+        train = experiment.images(train, cfg.seed)
+        evals = experiment.images(evals, derive_seed(cfg.seed, 98) % 2**31)
+        what += "; grey, times a smooth random phase (complex)"
+    return train, evals, what
+
+
+def channels_for(cfg: DemoConfig) -> int:
+    """Image channels the model sees: 3 (RGB) for blur, 1 (complex) for MRI."""
+    return CHANNELS if cfg.physics == "blur" else 1
+
+
+# -- physics and model ----------------------------------------------------------------------
+
+
+def physics_spec(cfg: DemoConfig) -> dict:
+    """The measurement as plain values (stored in the saved models)."""
+    if cfg.physics == "mri":
+        return mri_spec(
+            acceleration=cfg.acceleration, coils=cfg.coils, noise_sigma=cfg.noise, seed=cfg.seed
+        )
+    return blur_spec(cfg.blur_sigma, padding="valid", noise_sigma=cfg.noise)
+
+
+def experiment_of(cfg: DemoConfig, mode: Mode | None = None) -> Experiment:
+    """Unfolded HQS with a shared DnCNN, trainable stepsize and sigma, and an L2 data step
+    solved by CG with the backward of ``mode`` (default: the first mode)."""
+    mode = cfg.modes[0] if mode is None else mode
+    return Experiment(
+        physics=physics_spec(cfg),
+        channels=channels_for(cfg),
+        layers=cfg.layers,
+        depth=cfg.depth,
+        features=cfg.features,
+        stepsize=cfg.stepsize,
+        sigma=cfg.sigma,
+        trainable=("stepsize", "sigma"),
+        checkpoint_layers=mode.checkpoint_layers,
+        solver={"max_iter": cfg.max_iter, "tol": cfg.tol},
+        backward=mode.backward,
+    )
+
+
+def build_physics(cfg: DemoConfig) -> nn.Module:
+    """The measurement model: blur (valid padding) + Gaussian noise, or multi-coil MRI."""
+    experiment = experiment_of(cfg)
+    if experiment.is_complex:
+        if cfg.eval_size != cfg.img_size:
+            raise ValueError(
+                f"eval_size: MRI's mask is drawn for the training size {cfg.img_size}, "
+                f"got held-out images of {cfg.eval_size}"
+            )
+        return experiment.build_physics((cfg.img_size, cfg.img_size))
+    physics = experiment.build_physics()
+    k = physics.kernel.shape[-1]
+    smallest = min(cfg.img_size, cfg.eval_size, cfg.finetune_size)
+    if smallest <= k:
+        raise ValueError(
+            f"img_size: valid padding needs images larger than the {k}x{k} blur kernel "
+            f"(blur sigma {cfg.blur_sigma}), got {smallest}; use a larger --img-size "
+            "or a smaller --blur-sigma"
+        )
+    return physics
+
+
+def build_model(cfg: DemoConfig, mode: Mode) -> nn.Module:
+    """The network of ``mode`` (see :func:`experiment_of`), freshly initialised."""
+    return experiment_of(cfg, mode).build_model()
+
+
+def initial_state(cfg: DemoConfig) -> dict[str, Tensor]:
+    """The weights every run starts from (a function of the seed only)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg, cfg.modes[0])
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def fidelity_of(model: nn.Module) -> nn.Module:
+    return model.fidelity
