@@ -24,16 +24,10 @@ from ...saving import describe, load_file, save
 from ...weights import find_shipped
 from .config import DEFAULT_EPOCHS, DEFAULT_MODES, DemoConfig, parse_data, parse_modes
 from .experiment import build_data, build_model, build_physics, initial_state, physics_spec
-from .report import (
-    build_report,
-    format_quality,
-    format_table,
-    header,
-    plot_figure,
-    plot_loss_curves,
-    write_json,
-)
+from .figures import plot_figure, plot_loss_curves
+from .report import build_report, write_json
 from .runs import baseline_loss, demo_baselines, eval_batch, score_heldout, train_mode
+from .tables import format_quality, format_table, header
 
 __all__ = ["DemoConfig", "add_arguments", "config_from_args", "run", "run_demo"]
 
