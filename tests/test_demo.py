@@ -161,6 +161,19 @@ def test_cli_rejects_an_image_smaller_than_the_blur_kernel(tmp_path, capsys):
     assert not (tmp_path / "report.json").exists()
 
 
+def test_cli_rejects_a_size_the_downsampling_does_not_divide(tmp_path, capsys):
+    # 3x: a 11x11 anti-aliasing kernel leaves 6x6 of a 16x16 image, divisible by 3; the
+    # held-out 20x20 leaves 10x10, which is not.
+    from unrolled.cli import main
+
+    args = ["demo", "--physics", "downsampling", "--factor", "3", "--img-size", "16"]
+    code = main([*args, "--eval-size", "20", "--data", "deadleaves", "--out", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("unrolled demo: error: eval_size:") and "10" in err
+    assert not (tmp_path / "report.json").exists()
+
+
 def _small_config(**changes) -> DemoConfig:
     values = dict(
         device="cpu",
@@ -213,6 +226,8 @@ def test_run_demo_mri_in_process(tmp_path):
         physics="mri", img_size=16, coils=4, stepsize=10.0, num_images=4, out=str(tmp_path)
     )
     report = run_demo(cfg, echo=lambda *a: None)
+    # "mri" has always meant multi-coil MRI in the demo: it is recorded under that name.
+    assert report["config"]["physics"] == "multicoil_mri"
     assert list(report["modes"]) == list(MODES)
     for m in report["modes"].values():
         assert math.isfinite(m["scores"]["after"]["psnr"]) and m["cg"]["forward"] > 1
@@ -220,6 +235,46 @@ def test_run_demo_mri_in_process(tmp_path):
     unroll, implicit, ckpt = (report["modes"][m]["memory"]["peak_bytes"] for m in MODES)
     assert ckpt < implicit < unroll
     assert report["modes"]["implicit"]["memory"]["peak_reduction"] > 1
+    _assert_png(tmp_path / "reconstructions.png")
+    _assert_png(tmp_path / "loss.png")
+
+
+# Inpainting, compressed sensing and single-coil MRI have a closed-form data step; 2x
+# downsampling with valid padding is solved by CG (7x7 anti-aliasing kernel: a 16x16 image
+# leaves 10x10, divisible by 2).
+CLOSED_FORM = {
+    "inpainting": True,
+    "downsampling": False,
+    "compressed_sensing": True,
+    "singlecoil_mri": True,
+}
+
+
+@pytest.mark.parametrize("physics", sorted(CLOSED_FORM))
+def test_run_demo_every_physics(physics, tmp_path):
+    cfg = _small_config(physics=physics, img_size=16, eval_size=16, out=str(tmp_path))
+    report = run_demo(cfg, echo=lambda *a: None)
+    assert report["config"]["physics"] == physics
+    assert list(report["modes"]) == list(MODES)
+    ref = report["modes"]["unroll"]
+    for name, m in report["modes"].items():
+        assert len(m["loss"]) == 2 and all(math.isfinite(v) for v in m["loss"])
+        assert m["time_per_iter_s"] > 0 and m["memory"]["peak_bytes"] > 0
+        assert math.isfinite(m["scores"]["after"]["psnr"])
+        # Same weights, batch and noise: the first forward pass is the same computation.
+        assert m["loss"][0] == ref["loss"][0]
+        if CLOSED_FORM[physics]:
+            assert m["cg"]["forward"] == 0 and m["cg"]["backward"] == 0
+        else:
+            assert m["cg"]["forward"] >= 1
+            assert (m["cg"]["backward"] == 0) == (name == "unroll")
+    notes = report["notes"]
+    assert any("closed form" in n for n in notes) == CLOSED_FORM[physics]
+    # No shipped weights for this measurement: stage B is skipped, and the report says so.
+    assert report["finetuned"] == {}
+    assert physics in report["saved_models"]["finetune_skipped"]
+    assert any(n.startswith("no fine-tuning") for n in notes)
+    assert list(report["quality"]["models"]) == list(MODES)
     _assert_png(tmp_path / "reconstructions.png")
     _assert_png(tmp_path / "loss.png")
 
@@ -255,6 +310,11 @@ def test_config_errors_name_the_argument():
         parse_modes("unroll,unroll")
     with pytest.raises(ValueError, match="physics: expected one of"):
         DemoConfig(physics="ct")
+    assert DemoConfig(physics="mri").physics == "multicoil_mri"
+    with pytest.raises(ValueError, match=r"keep: expected a number in \(0, 1\], got 1.5"):
+        DemoConfig(keep=1.5)
+    with pytest.raises(ValueError, match="factor: expected an integer >= 1, got 0"):
+        DemoConfig(factor=0)
     with pytest.raises(ValueError, match="img_size: expected an integer >= 1, got 0"):
         DemoConfig(img_size=0)
     with pytest.raises(ValueError, match="data: expected one of"):

@@ -10,7 +10,16 @@ import torch
 
 from ...linalg.prox import BACKWARD_MODES
 
-__all__ = ["DEFAULT_EPOCHS", "DEFAULT_MODES", "DemoConfig", "Mode", "parse_data", "parse_modes"]
+__all__ = [
+    "DEFAULT_EPOCHS",
+    "DEFAULT_MODES",
+    "PHYSICS",
+    "PHYSICS_ALIASES",
+    "DemoConfig",
+    "Mode",
+    "parse_data",
+    "parse_modes",
+]
 
 #: Training passes by default: on 2 CPU cores the whole default run (three modes) ends
 #: in about two minutes, and the loss has visibly fallen by then.
@@ -27,7 +36,23 @@ CUDA_SIZES = (64, 480, 24, 32)
 #: fully convolutional and a user's photographs are larger still
 EVAL_SIZE = 128
 
-PHYSICS = ("blur", "mri")
+#: the measurements ``--physics`` names: those of ``unrolled train --operator``, except that
+#: single-coil MRI is ``singlecoil_mri`` here, as ``mri`` has always meant multi-coil MRI in
+#: the demo (see :data:`PHYSICS_ALIASES`)
+PHYSICS = (
+    "blur",
+    "inpainting",
+    "downsampling",
+    "compressed_sensing",
+    "singlecoil_mri",
+    "multicoil_mri",
+)
+#: other names ``--physics`` takes, and the measurement each stands for
+PHYSICS_ALIASES = {"mri": "multicoil_mri"}
+#: measurements drawn for one image size: held-out images have the training size
+SIZED_PHYSICS = ("inpainting", "compressed_sensing", "singlecoil_mri", "multicoil_mri")
+#: measurements of complex images
+MRI_PHYSICS = ("singlecoil_mri", "multicoil_mri")
 
 
 @dataclass(frozen=True)
@@ -111,15 +136,20 @@ class DemoConfig:
     """Everything one demo run depends on. ``None`` sizes take the device's default
     (CPU: 32x32 crops, 64 images, 16 held out, batch 8; CUDA: 64x64, 480, 64, 32).
 
-    Held-out images: ``num_eval`` crops of ``eval_size`` (blur: 128; MRI: the training size)
-    from photographs never trained on. With ``pretrained``, the models saved per mode start
-    from the weights the package ships for this configuration (when there are such) and
-    are fine-tuned for ``finetune_steps`` steps on ``finetune_size`` crops at
+    Held-out images: ``num_eval`` crops of ``eval_size`` (blur, downsampling: 128; others:
+    the training size) from photographs never trained on. With ``pretrained``, the models
+    saved per mode start from the weights the package ships for this configuration (when
+    there are such) and are fine-tuned for ``finetune_steps`` steps on ``finetune_size`` crops at
     ``finetune_lr``; the comparison of the backward modes always trains from scratch.
 
-    Physics ``"blur"``: Gaussian blur of std ``blur_sigma`` pixels, valid padding, white
-    noise of std ``noise``. Physics ``"mri"``: multi-coil Cartesian MRI with ``coils``
-    smooth coil maps and a mask of ``acceleration``-fold undersampling, complex images.
+    Physics (white noise of std ``noise`` on every measurement): ``"blur"``, Gaussian blur
+    of std ``blur_sigma`` pixels, valid padding; ``"inpainting"``, a random mask keeping a
+    fraction ``keep`` of the pixels; ``"downsampling"``, Gaussian anti-aliasing and
+    decimation by ``factor``, valid padding; ``"compressed_sensing"``, ``ratio`` Gaussian
+    measurements per unknown; ``"singlecoil_mri"`` / ``"multicoil_mri"`` (alias ``"mri"``),
+    Cartesian MRI with a mask of ``acceleration``-fold undersampling (multi-coil: ``coils``
+    smooth coil maps), complex images. Inpainting, compressed sensing and MRI are drawn for
+    the training size, so their held-out images have that size.
     Model: unfolded HQS with ``layers`` layers, a shared DnCNN (``depth`` convolutions,
     ``features`` channels), trainable per-layer ``stepsize`` and ``sigma`` (initial values
     given), Adam at ``lr``; CG with ``max_iter`` and ``tol`` in every data step.
@@ -157,17 +187,23 @@ class DemoConfig:
     finetune_steps: int = 40
     finetune_size: int = 64
     finetune_lr: float = 5e-5
+    keep: float = 0.5
+    factor: int = 2
+    ratio: float = 0.5
 
     def __post_init__(self):
-        if self.physics not in PHYSICS:
-            raise ValueError(f"physics: expected one of {PHYSICS}, got {self.physics!r}")
+        names = PHYSICS + tuple(PHYSICS_ALIASES)
+        if self.physics not in names:
+            raise ValueError(f"physics: expected one of {names}, got {self.physics!r}")
+        # An alias is stored as the name it stands for: reports and files show one name.
+        object.__setattr__(self, "physics", PHYSICS_ALIASES.get(self.physics, self.physics))
         for name in ("img_size", "num_images", "num_eval", "batch_size", "threads", "eval_size"):
             value = getattr(self, name)
             if value is not None:
                 _positive_int(name, value)
         for name in ("epochs", "max_iter", "layers", "coils", "rss_steps", "features"):
             _positive_int(name, getattr(self, name))
-        for name in ("finetune_steps", "finetune_size"):
+        for name in ("finetune_steps", "finetune_size", "factor"):
             _positive_int(name, getattr(self, name))
         if not isinstance(self.pretrained, bool):
             raise ValueError(f"pretrained: expected a bool, got {self.pretrained!r}")
@@ -185,6 +221,12 @@ class DemoConfig:
             _positive_float(name, getattr(self, name))
         for name in ("tol", "noise"):
             _positive_float(name, getattr(self, name), allow_zero=True)
+        for name in ("keep", "ratio"):
+            _positive_float(name, getattr(self, name))
+            if getattr(self, name) > 1:
+                raise ValueError(
+                    f"{name}: expected a number in (0, 1], got {getattr(self, name)!r}"
+                )
         parse_data(self.data)
         if not (isinstance(self.modes, tuple) and all(isinstance(m, Mode) for m in self.modes)):
             raise ValueError(f"modes: expected a tuple of Mode, got {self.modes!r}")
@@ -221,8 +263,8 @@ class DemoConfig:
             img_size=img_size,
             num_images=self.num_images or images,
             num_eval=self.num_eval or held_out,
-            # MRI's mask is drawn for one image size: held-out images have the training size.
-            eval_size=self.eval_size or (EVAL_SIZE if self.physics == "blur" else img_size),
+            # A mask or a matrix drawn for one image size: held-out images of that size.
+            eval_size=self.eval_size or (img_size if self.physics in SIZED_PHYSICS else EVAL_SIZE),
             batch_size=self.batch_size or batch,
             # One intra-op thread on CPU unless asked: the demo's tensors are small (a batch
             # of 8 32x32 images), so extra threads mostly wait on each other, and on a busy

@@ -11,12 +11,19 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 
 from ... import data as datasets
-from ...physics.spec import blur_spec, mri_spec
+from ...fidelity import L2
+from ...physics.spec import (
+    blur_spec,
+    compressed_sensing_spec,
+    downsampling_spec,
+    inpainting_spec,
+    mri_spec,
+)
 from ...train import (
     derive_seed,
 )
 from ..experiment import Experiment
-from .config import DemoConfig, Mode
+from .config import MRI_PHYSICS, SIZED_PHYSICS, DemoConfig, Mode
 
 __all__ = [
     "build_data",
@@ -24,6 +31,7 @@ __all__ = [
     "build_physics",
     "channels_for",
     "experiment_of",
+    "has_closed_form_prox",
     "initial_state",
     "physics_spec",
 ]
@@ -110,20 +118,28 @@ def build_data(
 
 
 def channels_for(cfg: DemoConfig) -> int:
-    """Image channels the model sees: 3 (RGB) for blur, 1 (complex) for MRI."""
-    return CHANNELS if cfg.physics == "blur" else 1
+    """Image channels the model sees: 1 (complex) for MRI, 3 (RGB) otherwise."""
+    return 1 if cfg.physics in MRI_PHYSICS else CHANNELS
 
 
 # -- physics and model ----------------------------------------------------------------------
 
 
 def physics_spec(cfg: DemoConfig) -> dict:
-    """The measurement as plain values (stored in the saved models)."""
-    if cfg.physics == "mri":
-        return mri_spec(
-            acceleration=cfg.acceleration, coils=cfg.coils, noise_sigma=cfg.noise, seed=cfg.seed
-        )
-    return blur_spec(cfg.blur_sigma, padding="valid", noise_sigma=cfg.noise)
+    """The measurement as plain values (stored in the saved models); ``cfg`` resolved."""
+    noise, seed = cfg.noise, cfg.seed
+    if cfg.physics == "inpainting":
+        return inpainting_spec(keep=cfg.keep, noise_sigma=noise, seed=seed)
+    if cfg.physics == "downsampling":
+        # Valid padding, as for blur: no closed-form prox, so the data step is a CG solve.
+        return downsampling_spec(factor=cfg.factor, padding="valid", noise_sigma=noise)
+    if cfg.physics == "compressed_sensing":
+        shape = (CHANNELS, cfg.img_size, cfg.img_size)
+        return compressed_sensing_spec(ratio=cfg.ratio, shape=shape, noise_sigma=noise, seed=seed)
+    if cfg.physics in MRI_PHYSICS:
+        coils = cfg.coils if cfg.physics == "multicoil_mri" else None
+        return mri_spec(acceleration=cfg.acceleration, coils=coils, noise_sigma=noise, seed=seed)
+    return blur_spec(cfg.blur_sigma, padding="valid", noise_sigma=noise)
 
 
 def experiment_of(cfg: DemoConfig, mode: Mode | None = None) -> Experiment:
@@ -146,16 +162,25 @@ def experiment_of(cfg: DemoConfig, mode: Mode | None = None) -> Experiment:
 
 
 def build_physics(cfg: DemoConfig) -> nn.Module:
-    """The measurement model: blur (valid padding) + Gaussian noise, or multi-coil MRI."""
+    """The measurement model of ``cfg.physics`` with its Gaussian noise (``cfg`` resolved);
+    a ValueError naming the setting when the image sizes do not suit it."""
     experiment = experiment_of(cfg)
-    if experiment.is_complex:
+    if cfg.physics in SIZED_PHYSICS:
         if cfg.eval_size != cfg.img_size:
             raise ValueError(
-                f"eval_size: MRI's mask is drawn for the training size {cfg.img_size}, "
-                f"got held-out images of {cfg.eval_size}"
+                f"eval_size: the {cfg.physics} operator is drawn for the training size "
+                f"{cfg.img_size}, got held-out images of {cfg.eval_size}"
             )
         return experiment.build_physics((cfg.img_size, cfg.img_size))
     physics = experiment.build_physics()
+    if cfg.physics == "downsampling":
+        for name in ("img_size", "eval_size"):
+            size = getattr(cfg, name)
+            try:
+                physics.output_shape((1, CHANNELS, size, size))
+            except ValueError as err:
+                raise ValueError(f"{name}: {err}") from None
+        return physics
     k = physics.kernel.shape[-1]
     smallest = min(cfg.img_size, cfg.eval_size, cfg.finetune_size)
     if smallest <= k:
@@ -165,6 +190,18 @@ def build_physics(cfg: DemoConfig) -> nn.Module:
             "or a smaller --blur-sigma"
         )
     return physics
+
+
+def has_closed_form_prox(cfg: DemoConfig, physics: nn.Module) -> bool:
+    """Whether the data step of ``physics`` is solved in closed form (no CG): then every
+    backward mode differentiates the same formula, and the modes differ only where layers
+    are checkpointed. Found by one prox on a zero image of the training size."""
+    dtype = torch.complex64 if cfg.physics in MRI_PHYSICS else torch.float32
+    z = torch.zeros(1, channels_for(cfg), cfg.img_size, cfg.img_size, dtype=dtype)
+    fidelity = L2()
+    with torch.no_grad():
+        fidelity.prox(z, physics.A(z), physics, 1.0)
+    return fidelity.stats.forward_solves == 0
 
 
 def build_model(cfg: DemoConfig, mode: Mode) -> nn.Module:

@@ -94,9 +94,9 @@ def plot_figure(
     path: str | os.PathLike,
 ) -> Path:
     """Rows: held-out images. Columns: the measurement at its true size (for MRI, the
-    zero-filled ``A^H y``), the best classical baseline, the trained network (one column per
-    backward mode only where the modes differ visibly), the truth; each estimate titled with
-    its PSNR. Complex images are shown by magnitude."""
+    zero-filled ``A^H y``; for compressed sensing, ``A^T y``), the best classical baseline,
+    the trained network (one column per backward mode only where the modes differ visibly),
+    the truth; each estimate titled with its PSNR. Complex images are shown by magnitude."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -106,14 +106,13 @@ def plot_figure(
     digits = agreement_digits([r.estimates for r in runs]) if len(runs) > 1 else math.inf
     # Modes that agree to 3 digits or more look identical: one column stands for them all.
     shown_runs = runs if digits < 3 else runs[:1]
-    measured = y if not y.is_complex() else physics.A_adjoint(y)
-    columns = [
-        (
-            f"measurement {tuple(y.shape[-2:])}" if not y.is_complex() else "A^H y (zero-filled)",
-            measured,
-            None,
-        )
-    ]
+    if y.is_complex():
+        measurement = ("A^H y (zero-filled)", physics.A_adjoint(y))
+    elif y.ndim != x.ndim:  # not an image (compressed sensing): shown through the adjoint
+        measurement = ("A^T y", physics.A_adjoint(y))
+    else:
+        measurement = (f"measurement {tuple(y.shape[-2:])}", y)
+    columns = [(*measurement, None)]
     columns.append((best.label, best_estimate, psnr(best_estimate, x)))
     for r in shown_runs:
         name = r.mode.name if len(shown_runs) > 1 else "trained network"

@@ -9,7 +9,7 @@ import torch
 
 from .config import DemoConfig
 
-__all__ = ["format_bytes", "format_quality", "format_table", "header"]
+__all__ = ["footnote", "format_bytes", "format_quality", "format_table", "header"]
 
 
 def format_bytes(n: float | None) -> str:
@@ -162,13 +162,7 @@ def _factor(value: float | None) -> str:
 
 def header(cfg: DemoConfig, data: str) -> str:
     """What the run is, in a few lines (printed before training)."""
-    if cfg.physics == "blur":
-        physics = f"Gaussian blur sigma {cfg.blur_sigma} (valid padding), noise sigma {cfg.noise}"
-    else:
-        physics = (
-            f"multi-coil MRI, {cfg.coils} coils, {cfg.acceleration}x Cartesian undersampling, "
-            f"noise sigma {cfg.noise}"
-        )
+    physics = f"{_measurement(cfg)}, noise sigma {cfg.noise}"
     device = cfg.torch_device
     threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
     return "\n".join(
@@ -181,4 +175,36 @@ def header(cfg: DemoConfig, data: str) -> str:
             f"{cfg.epochs} epochs, Adam lr {cfg.lr:g}, seed {cfg.seed}",
             f"  device: {device}{threads}; runs: " + ", ".join(m.name for m in cfg.modes),
         ]
+    )
+
+
+def _measurement(cfg: DemoConfig) -> str:
+    """The measurement of ``cfg.physics`` in words (without its noise)."""
+    mri = f"{cfg.acceleration}x Cartesian undersampling"
+    return {
+        "blur": f"Gaussian blur sigma {cfg.blur_sigma} (valid padding)",
+        "inpainting": f"inpainting, a random mask keeping {cfg.keep:g} of the pixels",
+        "downsampling": f"{cfg.factor}x downsampling (Gaussian anti-aliasing, valid padding)",
+        "compressed_sensing": f"compressed sensing, {cfg.ratio:g} Gaussian measurements per pixel",
+        "singlecoil_mri": f"single-coil MRI, {mri}",
+        "multicoil_mri": f"multi-coil MRI, {cfg.coils} coils, {mri}",
+    }[cfg.physics]
+
+
+#: what "PSNR determined" covers, per measurement (see unrolled.evaluation.determined_region)
+_DETERMINED = {
+    "blur": "over the pixels whose whole blur footprint lies inside the image",
+    "downsampling": "over the pixels whose whole anti-aliasing footprint lies inside the image",
+    "inpainting": "over the observed pixels",
+}
+
+
+def footnote(cfg: DemoConfig) -> str:
+    """The legend printed under the tables."""
+    determined = _DETERMINED.get(cfg.physics, "the whole image (this measurement sees it all)")
+    return (
+        "time/it: median training step (warm-up step excluded); peak mem: every allocation "
+        "over one step's forward+backward; saved bwd: bytes held for backward (what layer "
+        "checkpointing recomputes is not in it); reduction: reference / this; |dloss|: mean "
+        f"absolute (relative) difference of the loss per step; PSNR determined: {determined}."
     )
