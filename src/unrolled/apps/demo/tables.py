@@ -201,7 +201,7 @@ _DETERMINED = {
 
 def footnote(cfg: DemoConfig) -> str:
     """The legend printed under the tables."""
-    determined = _DETERMINED.get(cfg.physics, "the whole image (this measurement sees it all)")
+    determined = _DETERMINED.get(cfg.physics, "over the whole image (no region singled out)")
     return (
         "time/it: median training step (warm-up step excluded); peak mem: every allocation "
         "over one step's forward+backward; saved bwd: bytes held for backward (what layer "
