@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import copy
 import inspect
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -32,7 +32,8 @@ class _ConstructorSignature:
     def __get__(self, instance, owner):
         if instance is not None:
             raise AttributeError("__signature__")
-        base = inspect.signature(Unfolded.__init__)
+        # annotations as objects, not strings: the docs then link each to its one class
+        base = inspect.signature(Unfolded.__init__, eval_str=True)
         params = [
             p
             for name, p in base.parameters.items()
@@ -44,7 +45,7 @@ class _ConstructorSignature:
                 spec.name,
                 inspect.Parameter.KEYWORD_ONLY,
                 default=spec.default,
-                annotation="float | Sequence[float]",
+                annotation=float | Sequence[float],
             )
             for spec in owner.SCALARS
         ]
