@@ -41,7 +41,7 @@ class Checkpointer:
         every: ``"epoch"``, a number of steps, or ``None`` (only at the end).
         keep_last: also keep this many numbered ``checkpoint-<step>.pt`` files.
 
-    Both are checked by :class:`~unrolled.train.settings.TrainerSettings`.
+    Both are checked by :class:`~unrolled.train.TrainerSettings`.
     """
 
     def __init__(self, out_dir: Path | None, every: int | str | None = "epoch", keep_last: int = 0):

@@ -26,7 +26,7 @@ class RunRecorder:
         out_dir: the run folder.
         log_every: write a training row every this many steps.
         tensorboard: ``"auto"`` (when the package is installed), ``True`` (required) or
-            ``False``. Both are checked by :class:`~unrolled.train.settings.TrainerSettings`.
+            ``False``. Both are checked by :class:`~unrolled.train.TrainerSettings`.
     """
 
     def __init__(self, out_dir: Path | None, log_every: int = 1, tensorboard: bool | str = "auto"):

@@ -33,7 +33,7 @@ class TrainerSettings:
     the objects it is given), checked and normalised when made: ``out_dir`` becomes a
     ``Path``, ``device`` a ``torch.device``, ``measure_memory=True`` the integer 1.
 
-    Each field is described in the training guide, section "Settings".
+    Each field is described in the training guide, section "Arguments".
     """
 
     lr: float = 1e-3

@@ -15,7 +15,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_real
 from . import distributed
 from .memory import PeakMemoryMeter, SavedTensorMeter
 from .statistics import StepStatistics
@@ -33,7 +32,7 @@ class TrainStep:
         inference: ``y -> x_hat`` with the (possibly DDP-wrapped) model.
         loss: ``(x_hat, x, y) -> scalar tensor``.
         grad_clip, nonfinite, measure_memory, device: the run's settings, checked by
-            :class:`~unrolled.train.settings.TrainerSettings` (``measure_memory``: every
+            :class:`~unrolled.train.TrainerSettings` (``measure_memory``: every
             this many steps, 0: never; see :class:`~unrolled.train.PeakMemoryMeter` and
             :class:`~unrolled.train.SavedTensorMeter`).
     """
@@ -157,7 +156,7 @@ def make_optimizer(optimizer: Any, lr: float, module: nn.Module) -> torch.optim.
     if not params:
         raise ValueError("model: expected at least one parameter with requires_grad, got none")
     if optimizer is None:
-        return torch.optim.Adam(params, lr=check_real("lr", lr, positive=True))
+        return torch.optim.Adam(params, lr=lr)  # lr checked by TrainerSettings
     if callable(optimizer):
         made = optimizer(params)
         if not isinstance(made, torch.optim.Optimizer):

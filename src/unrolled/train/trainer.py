@@ -52,7 +52,7 @@ class Trainer:
             an optimiser or a factory, ``loss(x_hat, x)``, ``fn(trainer, record)``
             callbacks, the classical baselines...).
         **settings: the plain settings (``epochs``, ``lr``, ``device``, ``seed``,
-            ``out_dir``...), fields of :class:`~unrolled.train.settings.TrainerSettings`.
+            ``out_dir``...), fields of :class:`~unrolled.train.TrainerSettings`.
 
     Every argument, the records of :attr:`history` and the files a run writes are
     described in the training guide (``docs/guide/training.md``). The settings read as
