@@ -259,6 +259,24 @@ def test_latest_is_never_overwritten_in_place(tmp_path):
     assert load_checkpoint(tmp_path / "latest.pt")["step"] == 2
 
 
+def test_without_hard_links_previous_and_latest_are_copies(tmp_path, monkeypatch):
+    def no_links(source, target):
+        raise PermissionError(1, "Operation not permitted")  # e.g. a FAT or SMB folder
+
+    monkeypatch.setattr(os, "link", no_links)
+    state = {"model": {"w": torch.ones(3)}, "optimizer": {}, "epoch": 0, "iteration": 1}
+    rng = ur.train.rng_state()
+    for step in (1, 2, 3):
+        save_checkpoint({**state, "step": step, "rng": rng}, tmp_path, step=step, keep_last=2)
+    numbered = sorted(p.name for p in tmp_path.glob("checkpoint-*.pt"))
+    assert numbered == ["checkpoint-000000002.pt", "checkpoint-000000003.pt"]
+    assert load_checkpoint(tmp_path / PREVIOUS)["step"] == 2
+    assert load_checkpoint(tmp_path / "latest.pt")["step"] == 3
+    inodes = {(tmp_path / name).stat().st_ino for name in ("latest.pt", PREVIOUS, *numbered)}
+    assert len(inodes) == 4  # four files: no name was linked to another
+    assert not list(tmp_path.glob(".*tmp"))
+
+
 def test_a_crash_while_writing_leaves_the_latest_checkpoint_intact(tmp_path, monkeypatch):
     trainer = make_trainer(tmp_path, epochs=1)
     trainer.fit()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import doctest
 import json
 import math
 import random
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +24,7 @@ from unrolled.train import (
     CheckpointError,
     Timer,
     Trainer,
+    TrainerSettings,
     derive_seed,
     load_checkpoint,
     median,
@@ -454,11 +458,56 @@ def test_nonfinite_loss_policies():
         (dict(tensorboard="yes"), "tensorboard"),
         (dict(lr=-1.0), "lr"),
         (dict(grad_clip=0), "grad_clip"),
+        (dict(keep_last=-1), "keep_last"),
+        (dict(eval_every=0), "eval_every"),
+        (dict(max_steps=-1), "max_steps"),
+        (dict(max_val=0.0), "max_val"),
+        (dict(measure_memory=-1), "measure_memory"),
     ],
 )
 def test_bad_arguments_are_named(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=f"^{match}: expected"):
         make_trainer(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(epochs=1.5), "epochs"),
+        (dict(handle_signals="yes"), "handle_signals"),
+        (dict(nonfinite=None), "nonfinite"),
+        (dict(lr="fast"), "lr"),
+    ],
+)
+def test_settings_of_the_wrong_type_are_named(kwargs, match):
+    with pytest.raises(TypeError, match=f"^{match}: expected"):
+        make_trainer(**kwargs)
+
+
+def test_an_unknown_keyword_is_named_with_the_accepted_ones():
+    with pytest.raises(TypeError, match="unexpected keyword argument 'epoch'.*epochs"):
+        make_trainer(epoch=2)
+
+
+def test_settings_are_checked_once_and_read_as_attributes(tmp_path):
+    trainer = make_trainer(str(tmp_path), measure_memory=True, max_val=1, seed=4)
+    settings = trainer.settings
+    assert settings.out_dir == tmp_path and isinstance(settings.out_dir, Path)
+    assert settings.measure_memory == 1 and settings.max_val == 1.0
+    assert trainer.seed == 4 and trainer.out_dir == tmp_path
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.seed = 5
+    with pytest.raises(AttributeError, match="no_such_setting"):
+        trainer.no_such_setting  # noqa: B018
+    assert TrainerSettings(epochs=3, device="cpu").device == torch.device("cpu")
+
+
+def test_trainer_example_runs():
+    import unrolled.train.trainer as module
+
+    results = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert results.attempted >= 8
+    assert results.failed == 0
 
 
 def test_bad_batches_and_models_are_named():

@@ -22,6 +22,7 @@ from .preflight import check_free_space, machine_memory
 from .rss import RSSReport, peak_rss_subprocess
 from .runlock import RunLock, RunLockedError
 from .seeding import derive_seed, epoch_batches, make_loader, rng_state, seeded_noise, set_rng_state
+from .settings import TrainerSettings
 from .signals import StopSignals, TrainingInterrupted
 from .statistics import StatisticsSource
 from .timer import Timer, median
@@ -43,6 +44,7 @@ __all__ = [
     "StopSignals",
     "Timer",
     "Trainer",
+    "TrainerSettings",
     "TrainingInterrupted",
     "UnconvergedSolves",
     "UnconvergedSolvesWarning",

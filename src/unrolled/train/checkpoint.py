@@ -19,7 +19,6 @@ import io
 import os
 import pickle
 import re
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -28,7 +27,8 @@ from typing import Any
 
 import torch
 
-from .files import atomic_write_bytes, fsync_dir
+from .._validation import check_int
+from .files import atomic_write_bytes, keep_as, link_atomically
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -108,53 +108,6 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     return removed
 
 
-def _link_atomically(source: Path, target: Path) -> bool:
-    """Make ``target`` a second name of ``source`` (hard link to a temporary name, then an
-    atomic rename); ``False`` where hard links are not supported."""
-    with contextlib.suppress(OSError):
-        if os.path.samefile(source, target):
-            return True  # already; and renaming a link over the same file would be a no-op
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    os.unlink(tmp)
-    try:
-        os.link(source, tmp)
-        os.replace(tmp, target)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        return False
-    finally:
-        # POSIX: renaming a hard link over another name of the same file does nothing and
-        # leaves the source name; a writer racing us could have made that happen.
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-    fsync_dir(target.parent)
-    return True
-
-
-def _keep_previous(folder: Path) -> None:
-    """Give the current ``latest.pt`` (if any) the name ``previous.pt`` too, so replacing
-    ``latest.pt`` never loses the last checkpoint that was known to be complete."""
-    latest = folder / LATEST
-    if latest.is_file() and not _link_atomically(latest, folder / PREVIOUS):
-        # No hard links here: copy through a temporary file (latest.pt stays as it is).
-        atomic_copy = folder / PREVIOUS
-        fd, tmp = tempfile.mkstemp(prefix=f".{PREVIOUS}.", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f, open(latest, "rb") as src:
-                while chunk := src.read(1 << 20):
-                    f.write(chunk)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, atomic_copy)
-        except OSError:
-            # No room for the copy: latest.pt itself is still there, and it is only
-            # replaced below if the new checkpoint is written completely.
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-
-
 def save_checkpoint(
     state: dict, folder: str | os.PathLike, *, step: int, keep_last: int = 0
 ) -> Path:
@@ -169,18 +122,18 @@ def save_checkpoint(
         RunWriteError: the file could not be written (full disk, permission); the message
             names it and the reason. ``latest.pt`` is then the previous checkpoint, whole.
     """
-    if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 0:
-        raise ValueError(f"keep_last: expected an integer >= 0, got {keep_last!r}")
+    keep_last = check_int("keep_last", keep_last, minimum=0)
     folder = Path(folder)
     state = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}
     latest = folder / LATEST
-    _keep_previous(folder)
+    # The checkpoint named before keeps a name while latest.pt is replaced.
+    keep_as(latest, folder / PREVIOUS)
     if keep_last == 0:
         return atomic_torch_save(state, latest)
     numbered = atomic_torch_save(state, folder / f"checkpoint-{step:09d}.pt")
     # latest.pt becomes a second name of the numbered file (one write, atomic rename);
     # where hard links are not supported it is written again.
-    if not _link_atomically(numbered, latest):
+    if not link_atomically(numbered, latest):
         atomic_torch_save(state, latest)
     for old in numbered_checkpoints(folder)[:-keep_last]:
         with contextlib.suppress(OSError):

@@ -1,18 +1,31 @@
 """When and where a training run writes its checkpoints, and which one it resumes from.
 
 The file format (atomic writes, safe loading, the fallback to an older good file) is
-:mod:`unrolled.train.checkpoint`'s; this part only schedules the writes and resolves
-``resume=``. Only the main process writes.
+:mod:`unrolled.train.checkpoint`'s; this part says what of a Trainer a checkpoint holds,
+schedules the writes and resolves ``resume=``. Only the main process writes.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .._validation import check_int
+import torch
+
 from . import distributed
-from .checkpoint import LATEST, check_model_state, load_checkpoint, load_latest, save_checkpoint
+from .checkpoint import (
+    LATEST,
+    CheckpointMismatch,
+    check_model_state,
+    load_checkpoint,
+    load_latest,
+    save_checkpoint,
+)
+from .seeding import rng_state, set_rng_state
+
+if TYPE_CHECKING:
+    from .trainer import Trainer
 
 __all__ = ["Checkpointer"]
 
@@ -27,16 +40,14 @@ class Checkpointer:
         out_dir: the run folder.
         every: ``"epoch"``, a number of steps, or ``None`` (only at the end).
         keep_last: also keep this many numbered ``checkpoint-<step>.pt`` files.
+
+    Both are checked by :class:`~unrolled.train.TrainerSettings`.
     """
 
     def __init__(self, out_dir: Path | None, every: int | str | None = "epoch", keep_last: int = 0):
-        if not (every in ("epoch", None) or _positive_int(every)):
-            raise ValueError(
-                f"checkpoint_every: expected 'epoch', an integer >= 1 or None, got {every!r}"
-            )
         self.out_dir = out_dir
         self.every = every
-        self.keep_last = check_int("keep_last", keep_last, minimum=0)
+        self.keep_last = keep_last
         #: the position of the last checkpoint written or read (None: none yet)
         self.saved_at: Position | None = None
 
@@ -50,6 +61,48 @@ class Checkpointer:
     @property
     def due_after_epoch(self) -> bool:
         return self.every == "epoch"
+
+    def state_of(self, trainer: Trainer) -> dict:
+        """What a checkpoint of ``trainer`` holds: the weights and states of the model,
+        optimiser, scheduler and physics, the position, the seed, the RNG states and the
+        history (plain types and tensors only)."""
+        t = trainer
+        return {
+            "model": t.module.state_dict(),
+            "optimizer": t.optimizer.state_dict(),
+            "scheduler": t.scheduler.state_dict() if t.scheduler is not None else None,
+            "physics": t.physics.state_dict(),
+            "epoch": t.epoch,
+            "iteration": t.iteration,
+            "step": t.step,
+            "seed": t.settings.seed,
+            "rng": rng_state(),
+            "history": t.history,
+            "torch_version": str(torch.__version__),
+        }
+
+    def restore(self, trainer: Trainer, state: dict) -> None:
+        """Put ``trainer`` where ``state`` (from :meth:`state_of`) says, RNG included."""
+        t, seed = trainer, trainer.settings.seed
+        if state.get("seed", seed) != seed:
+            raise CheckpointMismatch(
+                f"seed: the checkpoint was written with seed={state['seed']}, this trainer has "
+                f"seed={seed}; resuming would not reproduce the run"
+            )
+        t.module.load_state_dict(state["model"])
+        t.optimizer.load_state_dict(state["optimizer"])
+        if t.scheduler is not None and state.get("scheduler") is not None:
+            t.scheduler.load_state_dict(state["scheduler"])
+        if state.get("physics") is not None:
+            t.physics.load_state_dict(state["physics"])
+        t.epoch = int(state["epoch"])
+        t.iteration = int(state["iteration"])
+        t.step = int(state["step"])
+        t.history = {kind: list(state["history"][kind]) for kind in ("train", "eval")}
+        set_rng_state(state["rng"])
+        self.saved_at = t.position
+        t.unconverged.reset()
+        t.unconverged.add(t.history["train"])
 
     def save(self, state: dict, position: Position) -> Path | None:
         """Write ``state`` as ``latest.pt`` (main process only); its path, else None."""
@@ -96,7 +149,3 @@ class Checkpointer:
         # Named errors before load_state_dict's (tensor, both shapes; NaN weights).
         check_model_state(model_state, state["model"], path)
         return state
-
-
-def _positive_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_int, check_real
+from .._validation import check_int
 from ..evaluation import Baseline, determined_region, fit_baselines, image_scores
 from . import distributed
 from .measuring import first_tensor, measure
@@ -81,7 +81,7 @@ class Evaluator:
         self.baseline_batches = baseline_batches
         self.seed = seed
         self.device = device
-        self.max_val = check_real("max_val", max_val, positive=True)
+        self.max_val = max_val
         #: the fitted baselines (``None`` until :meth:`fit_baselines` runs for "auto")
         self.baselines = None if baselines == "auto" else list(baselines or [])
         #: per baseline label, its scores on ``eval_data`` (after the first evaluation)
@@ -94,7 +94,16 @@ class Evaluator:
         return derive_seed(self.seed, STREAM_EVAL_NOISE, batch_index)
 
     def evaluate(self, data: Iterable | None = None, *, max_batches: int | None = None) -> dict:
-        """See :meth:`unrolled.train.Trainer.evaluate`."""
+        """Scores over ``data`` (default ``eval_data``) of the model and of the best
+        classical baseline: mean PSNR over the whole image and over the determined region
+        (:func:`~unrolled.evaluation.determined_region`), and SSIM.
+
+        The measurements of batch ``b`` are drawn with :meth:`seed_of` ``(b)`` and the
+        global RNG is left as it was. The baselines are scored once, on the first call
+        over ``eval_data`` (:attr:`scores`). Returns ``{"psnr", "psnr_determined",
+        "ssim", "n"}`` and, with baselines, ``"baseline"`` (the best by whole-image
+        PSNR), ``"psnr_baseline"``, ``"psnr_determined_baseline"``, ``"ssim_baseline"``.
+        """
         default = data is None
         data = self.eval_data if data is None else data
         if data is None:
@@ -142,7 +151,11 @@ class Evaluator:
         return result
 
     def fit_baselines(self) -> list[Baseline]:
-        """See :meth:`unrolled.train.Trainer.fit_baselines`."""
+        """The classical baselines the model is compared with (the ``baselines``
+        argument; ``"auto"``: each of :data:`~unrolled.evaluation.BASELINES` with its
+        weight picked on the first two of ``baseline_batches()``, measured with their own
+        noise seed: never on the evaluation images). Fitted once; under DDP the weights
+        of process 0 are used."""
         if self.baselines is not None:
             return self.baselines
         pairs = []

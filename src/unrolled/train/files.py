@@ -16,7 +16,15 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["RunWriteError", "atomic_write_bytes", "fsync_dir", "reason_of", "writing"]
+__all__ = [
+    "RunWriteError",
+    "atomic_write_bytes",
+    "fsync_dir",
+    "keep_as",
+    "link_atomically",
+    "reason_of",
+    "writing",
+]
 
 
 class RunWriteError(OSError):
@@ -104,3 +112,47 @@ def atomic_write_bytes(data: bytes | memoryview, path: str | os.PathLike, what: 
             raise
     fsync_dir(path.parent)
     return path
+
+
+def link_atomically(source: Path, target: Path) -> bool:
+    """Make ``target`` a second name of ``source`` (hard link to a temporary name, then an
+    atomic rename); ``False`` where hard links are not supported."""
+    with contextlib.suppress(OSError):
+        if os.path.samefile(source, target):
+            return True  # already; and renaming a link over the same file would be a no-op
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    os.unlink(tmp)
+    try:
+        os.link(source, tmp)
+        os.replace(tmp, target)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        return False
+    finally:
+        # POSIX: renaming a hard link over another name of the same file does nothing and
+        # leaves the source name; a writer racing us could have made that happen.
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    fsync_dir(target.parent)
+    return True
+
+
+def keep_as(source: Path, target: Path) -> None:
+    """Give ``source`` (if it exists) the name ``target`` too, so that replacing
+    ``source`` afterwards never loses the file it holds now: a hard link, or where
+    those are not supported a copy through a temporary file. A copy that does not fit
+    on the disk is given up (``source`` itself stays as it is)."""
+    if source.is_file() and not link_atomically(source, target):
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as f, open(source, "rb") as src:
+                while chunk := src.read(1 << 20):
+                    f.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)

@@ -9,6 +9,7 @@ solve under ``on_failure="raise"`` writes the last good state before the error g
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ from . import distributed
 from .checkpoint import LATEST
 from .measuring import first_tensor
 from .plots import plot_losses
+from .runlock import RunLock
 from .seeding import epoch_batches
 from .signals import StopSignals, TrainingInterrupted
 from .timer import Timer
@@ -37,6 +39,16 @@ class FitLoop:
         self.signals: StopSignals | None = None
 
     def run(self, resume: Any) -> dict[str, list[dict]]:
+        """Resume from ``resume`` (if not ``None``), train, and return the history."""
+        # One writer per run folder, for the whole call (see unrolled.train.runlock).
+        out_dir = self.trainer.settings.out_dir
+        locking = out_dir is not None and self.trainer.is_main
+        with RunLock(out_dir) if locking else contextlib.nullcontext() as lock:
+            if lock is not None and lock.message:
+                warnings.warn(lock.message, RuntimeWarning, stacklevel=3)
+            return self._run(resume)
+
+    def _run(self, resume: Any) -> dict[str, list[dict]]:
         t = self.trainer
         if resume is not None:
             state = t.checkpoints.read(resume, t.module.state_dict())
@@ -45,7 +57,7 @@ class FitLoop:
         writing = t.checkpoints.writes
         t.recorder.open(t.history, writing)
         try:
-            with StopSignals(t.handle_signals) as self.signals:
+            with StopSignals(t.settings.handle_signals) as self.signals:
                 self._epochs()
         except (FloatingPointError, NonConvergenceError):
             # The parameters are those after the last good step: keep them.
@@ -56,13 +68,15 @@ class FitLoop:
             t.recorder.close()
         if writing:
             self._save_unless_saved()
-            if t.plots:
+            if t.settings.plots:
                 losses = [r["loss"] for r in t.history["train"]]
                 if losses:
                     plot_losses(
-                        {"train": losses}, t.out_dir / "loss.png", reference=t.baseline_loss
+                        {"train": losses},
+                        t.settings.out_dir / "loss.png",
+                        reference=t.baseline_loss,
                     )
-                t.save_reconstructions(t.out_dir / "reconstructions.png")
+                t.save_reconstructions(t.settings.out_dir / "reconstructions.png")
         distributed.barrier()  # the files are complete before any process returns
         return t.history
 
@@ -76,7 +90,7 @@ class FitLoop:
         if t.eval_data is not None and not t.history["eval"]:
             self._evaluate()
         try:
-            total = len(t.train_data) * t.epochs  # type: ignore[arg-type]
+            total = len(t.train_data) * t.settings.epochs  # type: ignore[arg-type]
         except TypeError:
             total = None
         if self.max_steps is not None and total is not None:
@@ -84,14 +98,14 @@ class FitLoop:
         bar = tqdm(
             total=total,
             initial=t.step,
-            disable=not (t.progress and t.is_main),
+            disable=not (t.settings.progress and t.is_main),
             unit="step",
             dynamic_ncols=True,
             leave=False,
         )
         try:
-            while t.epoch < t.epochs and not self._done():
-                bar.set_description(f"epoch {t.epoch + 1}/{t.epochs}")
+            while t.epoch < t.settings.epochs and not self._done():
+                bar.set_description(f"epoch {t.epoch + 1}/{t.settings.epochs}")
                 if not self._steps(bar):
                     return
                 self._end_epoch()
@@ -102,7 +116,7 @@ class FitLoop:
         """The remaining steps of the current epoch; False when ``max_steps`` stopped it."""
         t = self.trainer
         epoch = t.epoch
-        batches = epoch_batches(t.train_data, t.seed, epoch, skip=t.iteration)
+        batches = epoch_batches(t.train_data, t.settings.seed, epoch, skip=t.iteration)
         while True:
             if self._done():
                 return False
@@ -135,7 +149,7 @@ class FitLoop:
 
     def _step(self, batch: Any, epoch: int, iteration: int) -> dict:
         t = self.trainer
-        x = first_tensor(batch).to(t.device, non_blocking=True)
+        x = first_tensor(batch).to(t.settings.device, non_blocking=True)
         return t._train_step(
             x,
             lambda: t.measure(x, epoch, iteration),
@@ -153,7 +167,9 @@ class FitLoop:
         t.unconverged.end_epoch(t.epoch, warn=t.is_main)
         t.epoch += 1
         t.iteration = 0
-        if t.eval_data is not None and (t.epoch % t.eval_every == 0 or t.epoch == t.epochs):
+        if t.eval_data is not None and (
+            t.epoch % t.settings.eval_every == 0 or t.epoch == t.settings.epochs
+        ):
             self._evaluate()
         if t.checkpoints.due_after_epoch:
             t.save_checkpoint()
@@ -174,10 +190,10 @@ class FitLoop:
     def _stop_if_asked(self) -> None:
         t = self.trainer
         received = self.signals.received if self.signals is not None else None
-        signum = distributed.agreed_signal(received, t.device)
+        signum = distributed.agreed_signal(received, t.settings.device)
         if signum is None:
             return
         self._save_unless_saved()
-        path = t.out_dir / LATEST if t.checkpoints.writes else None
+        path = t.settings.out_dir / LATEST if t.checkpoints.writes else None
         distributed.barrier()
         raise TrainingInterrupted(signum, t.step, path)

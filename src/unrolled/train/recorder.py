@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .._validation import check_int
 from .checkpoint import remove_stale_temporaries
 from .logs import RunLog, logged, tensorboard_writer
 
@@ -27,13 +26,11 @@ class RunRecorder:
         out_dir: the run folder.
         log_every: write a training row every this many steps.
         tensorboard: ``"auto"`` (when the package is installed), ``True`` (required) or
-            ``False``.
+            ``False``. Both are checked by :class:`~unrolled.train.TrainerSettings`.
     """
 
     def __init__(self, out_dir: Path | None, log_every: int = 1, tensorboard: bool | str = "auto"):
-        self.log_every = check_int("log_every", log_every, minimum=1)
-        if tensorboard not in ("auto", True, False):
-            raise ValueError(f"tensorboard: expected 'auto', True or False, got {tensorboard!r}")
+        self.log_every = log_every
         self.out_dir = out_dir
         self.tensorboard = tensorboard
         self._log: RunLog | None = None

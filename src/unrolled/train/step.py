@@ -15,15 +15,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_choice, check_int, check_real
 from . import distributed
 from .memory import PeakMemoryMeter, SavedTensorMeter
 from .statistics import StepStatistics
 from .timer import Timer
 
-__all__ = ["NONFINITE", "TrainStep", "make_optimizer"]
-
-NONFINITE = ("raise", "skip")
+__all__ = ["TrainStep", "make_optimizer"]
 
 
 class TrainStep:
@@ -34,11 +31,10 @@ class TrainStep:
         optimizer, scheduler: the update and the learning-rate schedule (or ``None``).
         inference: ``y -> x_hat`` with the (possibly DDP-wrapped) model.
         loss: ``(x_hat, x, y) -> scalar tensor``.
-        grad_clip: clip the gradient norm to this value (``None``: no clipping).
-        nonfinite: ``"raise"`` or ``"skip"``.
-        measure_memory: measure every this many steps (0: never); see
-            :class:`~unrolled.train.PeakMemoryMeter`, :class:`~unrolled.train.SavedTensorMeter`.
-        device: where the batches are.
+        grad_clip, nonfinite, measure_memory, device: the run's settings, checked by
+            :class:`~unrolled.train.TrainerSettings` (``measure_memory``: every
+            this many steps, 0: never; see :class:`~unrolled.train.PeakMemoryMeter` and
+            :class:`~unrolled.train.SavedTensorMeter`).
     """
 
     def __init__(
@@ -49,9 +45,9 @@ class TrainStep:
         *,
         inference: Callable[[Tensor], Tensor],
         loss: Callable[[Tensor, Tensor, Tensor], Tensor],
-        grad_clip: float | None = None,
-        nonfinite: str = "raise",
-        measure_memory: bool | int = False,
+        grad_clip: float | None,
+        nonfinite: str,
+        measure_memory: int,
         device: torch.device,
     ):
         self.module = module
@@ -59,11 +55,9 @@ class TrainStep:
         self.scheduler = scheduler
         self.inference = inference
         self.loss = loss
-        self.grad_clip = check_real("grad_clip", grad_clip, positive=True, allow_none=True)
-        self.nonfinite = check_choice("nonfinite", nonfinite, NONFINITE)
-        if isinstance(measure_memory, bool):
-            measure_memory = int(measure_memory)  # True: every step
-        self.measure_memory = check_int("measure_memory", measure_memory, minimum=0)
+        self.grad_clip = grad_clip
+        self.nonfinite = nonfinite
+        self.measure_memory = measure_memory
         self.device = device
         self.statistics = StepStatistics(module)
 
@@ -162,7 +156,7 @@ def make_optimizer(optimizer: Any, lr: float, module: nn.Module) -> torch.optim.
     if not params:
         raise ValueError("model: expected at least one parameter with requires_grad, got none")
     if optimizer is None:
-        return torch.optim.Adam(params, lr=check_real("lr", lr, positive=True))
+        return torch.optim.Adam(params, lr=lr)  # lr checked by TrainerSettings
     if callable(optimizer):
         made = optimizer(params)
         if not isinstance(made, torch.optim.Optimizer):

@@ -1,21 +1,15 @@
 """The Trainer: the parts of a training run put together, and its override points.
 
-A :class:`Trainer` is made of parts with one job each: ``step.TrainStep`` (one update
-under the non-finite policy, with the statistics of the step), ``evaluator.Evaluator``
-(held-out scores next to classical baselines), ``checkpointer.Checkpointer`` (when and
-where checkpoints go, what ``resume=`` names), ``recorder.RunRecorder`` (logs) and
-``loop.FitLoop`` (epochs, evaluations, signals). The Trainer holds the model, the
-optimiser and the run's position (epoch, iteration, step), draws the seeded
-measurements and offers :meth:`Trainer.model_inference` and :meth:`Trainer.compute_loss`
-to override. How a run is made reproducible, on one process or several, is told in the
-training guide.
+The parts have one job each: ``step`` (one update), ``evaluator`` (held-out scores and
+baselines), ``checkpointer`` (when and where checkpoints go), ``recorder`` (logs) and
+``loop`` (epochs, evaluations, signals); ``settings`` checks the plain settings once.
+The Trainer holds the model, the optimiser and the run's position, draws the seeded
+measurements and offers :meth:`Trainer.model_inference` and :meth:`Trainer.compute_loss`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +20,6 @@ from torch import Tensor, nn
 from .._validation import check_int
 from ..evaluation import Baseline
 from . import distributed
-from .checkpoint import CheckpointMismatch
 from .checkpointer import Checkpointer
 from .convergence import UnconvergedSolves
 from .evaluator import Evaluator
@@ -34,15 +27,13 @@ from .loop import FitLoop
 from .measuring import first_tensor, measure_per_sample
 from .metrics import mse
 from .recorder import RunRecorder
-from .runlock import RunLock
 from .seeding import (
     STREAM_TRAIN_NOISE,
     derive_seed,
     epoch_batches,
     make_loader,
-    rng_state,
-    set_rng_state,
 )
+from .settings import SETTING_NAMES, TrainerSettings, check_parts
 from .step import TrainStep, make_optimizer
 
 __all__ = ["Trainer", "first_tensor"]
@@ -56,63 +47,36 @@ class Trainer:
         physics: an :class:`unrolled.physics.Physics` (``physics(x)`` adds noise).
         train_data: a ``DataLoader`` (or any re-iterable) of clean batches ``(B, C, H, W)``
             or of tuples whose first element is one.
-        eval_data: the same, for evaluation (measurements drawn with a fixed seed, so
-            every evaluation sees the same noise).
-        optimizer: ``None`` (Adam over the trainable parameters, learning rate ``lr``),
-            a ``torch.optim.Optimizer``, or a factory ``params -> Optimizer``.
-        lr: learning rate of the default Adam.
-        loss: ``loss(x_hat, x) -> scalar`` (default the mean squared error); for a loss
-            that needs the measurement, override :meth:`compute_loss`.
-        epochs: passes over ``train_data``.
-        device: where the model, physics and batches go.
-        seed: the one seed every random draw of the run derives from.
-        out_dir: folder for logs, checkpoints and plots (``None``: nothing written).
-        log_every: write a log row (files, TensorBoard, progress bar) every this many
-            steps; the in-memory history keeps every step.
-        checkpoint_every: ``"epoch"``, a number of steps, or ``None`` (only at the end).
-        keep_last: also keep the newest ``keep_last`` numbered checkpoints.
-        eval_every: evaluate every this many epochs (and before training, and at the end).
-        max_steps: stop after this many steps in all (a checkpoint is written).
-        callbacks: ``fn(trainer, record)`` called after each step (after its checkpoint).
-        progress: show a tqdm progress bar.
-        measure_memory: ``True`` (every step), an integer ``k`` (steps 1, k+1, 2k+1, ...)
-            or ``False``: measured steps get ``peak_bytes``
-            (:class:`~unrolled.train.PeakMemoryMeter`, forward and backward) and
-            ``saved_peak_bytes`` (:class:`~unrolled.train.SavedTensorMeter`). On CPU this
-            profiles the step, which slows it down and inflates ``time_s``.
-        tensorboard: ``"auto"`` (scalars when tensorboard is installed), ``True`` or ``False``.
-        scheduler: a factory ``optimizer -> LR scheduler``, stepped after every step.
-        grad_clip: clip the gradient norm to this value (``None``: no clipping).
-        nonfinite: a step whose loss or gradient is not finite ``"raise"``-s
-            (``FloatingPointError``, parameters untouched, a checkpoint of the last good
-            state written) or is ``"skip"``-ped (no update, the record has ``skipped=1``).
-        max_val: peak intensity for PSNR.
-        plots: write ``loss.png`` and ``reconstructions.png`` to ``out_dir`` at the end.
-        handle_signals: during :meth:`fit`, turn SIGINT / SIGTERM into a checkpoint and
-            :class:`~unrolled.train.TrainingInterrupted` (main thread only).
-        ddp_options: keyword arguments for ``DistributedDataParallel`` (multi-process).
-        baselines: the classical reconstructions every evaluation reports next to the
-            model: ``"auto"`` (see :meth:`fit_baselines`), a sequence of fitted
-            :class:`~unrolled.evaluation.Baseline`, or ``None``.
-        eval_callbacks: ``fn(trainer, record)`` called after each evaluation.
-        baseline_data: images the ``"auto"`` baselines' weights are picked on (default:
-            the training batches); like the evaluation images, but not them.
+        eval_data, optimizer, loss, scheduler, callbacks, eval_callbacks, baselines,
+            baseline_data, ddp_options: the objects a run may be given (evaluation data,
+            an optimiser or a factory, ``loss(x_hat, x)``, ``fn(trainer, record)``
+            callbacks, the classical baselines...).
+        **settings: the plain settings (``epochs``, ``lr``, ``device``, ``seed``,
+            ``out_dir``...), fields of :class:`~unrolled.train.TrainerSettings`.
 
-    Each step and each evaluation adds a record to :attr:`history` (its columns are
-    listed in the training guide); the step records include the counts the model's
-    statistics sources report (:class:`~unrolled.train.StatisticsSource`), e.g. the CG
-    iterations of an :class:`unrolled.L2` fidelity.
+    Every argument, the records of :attr:`history` and the files a run writes are
+    described in the training guide (``docs/guide/training.md``). The settings read as
+    attributes too (``trainer.epochs``). Override points: :meth:`model_inference` and
+    :meth:`compute_loss`.
 
-    Unconverged solves are counted in :attr:`unconverged` and reported once per epoch
-    (:class:`~unrolled.train.UnconvergedSolvesWarning`). With ``out_dir``, :meth:`fit`
-    holds the folder's :class:`~unrolled.train.RunLock`.
+    Examples:
+        Two steps of a small unrolled network on a blur, on the CPU:
 
-    Override points: :meth:`model_inference` (how the model makes ``x_hat``) and
-    :meth:`compute_loss`. Example, a measurement-consistency loss::
-
-        class ConsistentTrainer(Trainer):
-            def compute_loss(self, x_hat, x, y, physics):
-                return mse(x_hat, x) + 0.1 * mse(physics.A(x_hat), y)
+        >>> import torch, unrolled as ur
+        >>> physics = ur.physics.Blur(ur.physics.gaussian_kernel(1.0), padding="circular",
+        ...                           noise=ur.physics.GaussianNoise(0.05))
+        >>> model = ur.unfolded.HQS(layers=1, denoiser=ur.models.DnCNN(1, 1, depth=2, features=4))
+        >>> data = torch.utils.data.DataLoader(ur.data.DeadLeaves(8, 1, length=4, seed=0),
+        ...                                    batch_size=2)
+        >>> trainer = ur.train.Trainer(model, physics, data, max_steps=2, progress=False,
+        ...                            baselines=None)
+        >>> history = trainer.fit()
+        >>> [record["step"] for record in history["train"]]
+        [1, 2]
+        >>> trainer.position  # (epoch, iteration within it, step in all)
+        (0, 2, 2)
+        >>> trainer.epochs  # a setting, read as an attribute
+        1
     """
 
     def __init__(
@@ -123,56 +87,31 @@ class Trainer:
         *,
         eval_data: Iterable | None = None,
         optimizer: torch.optim.Optimizer | Callable[..., torch.optim.Optimizer] | None = None,
-        lr: float = 1e-3,
         loss: Callable[[Tensor, Tensor], Tensor] | None = None,
-        epochs: int = 1,
-        device: torch.device | str = "cpu",
-        seed: int = 0,
-        out_dir: str | os.PathLike | None = None,
-        log_every: int = 1,
-        checkpoint_every: int | str | None = "epoch",
-        keep_last: int = 0,
-        eval_every: int = 1,
-        max_steps: int | None = None,
-        callbacks: Sequence[Callable[[Trainer, dict], None]] = (),
-        progress: bool = True,
-        measure_memory: bool | int = False,
-        tensorboard: bool | str = "auto",
         scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
-        grad_clip: float | None = None,
-        nonfinite: str = "raise",
-        max_val: float = 1.0,
-        plots: bool = True,
-        handle_signals: bool = True,
-        ddp_options: dict | None = None,
-        baselines: str | Sequence[Baseline] | None = "auto",
+        callbacks: Sequence[Callable[[Trainer, dict], None]] = (),
         eval_callbacks: Sequence[Callable[[Trainer, dict], None]] = (),
+        baselines: str | Sequence[Baseline] | None = "auto",
         baseline_data: Iterable | None = None,
+        ddp_options: dict | None = None,
+        **settings: Any,
     ):
-        _check_inputs(model, physics, train_data, eval_data, loss, [*callbacks, *eval_callbacks])
-        self.epochs = check_int("epochs", epochs, minimum=1)
-        self.seed = check_int("seed", seed, minimum=0)
-        self.eval_every = check_int("eval_every", eval_every, minimum=1)
-        self.max_steps = check_int("max_steps", max_steps, minimum=0, allow_none=True)
-        self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.checkpoints = Checkpointer(self.out_dir, checkpoint_every, keep_last)
-        self.device = torch.device(device)
-        self.module = model.to(self.device)
-        self.model = distributed.wrap(self.module, self.device, ddp_options)
+        check_parts(model, physics, train_data, eval_data, loss, [*callbacks, *eval_callbacks])
+        self.settings = s = TrainerSettings.from_keywords(settings)
+        self.checkpoints = Checkpointer(s.out_dir, s.checkpoint_every, s.keep_last)
+        self.module = model.to(s.device)
+        self.model = distributed.wrap(self.module, s.device, ddp_options)
         distributed.check_sharded(train_data)
         self.world_size = distributed.world_size()
-        self.physics = physics.to(self.device)
+        self.physics = physics.to(s.device)
         self.train_data = train_data
         self.eval_data = eval_data
         self.loss_fn = loss if loss is not None else mse
         self.callbacks = list(callbacks)
         self.eval_callbacks = list(eval_callbacks)
-        self.progress = progress
-        self.plots = plots
-        self.handle_signals = bool(handle_signals)
-        self.optimizer = make_optimizer(optimizer, lr, self.module)
+        self.optimizer = make_optimizer(optimizer, s.lr, self.module)
         self.scheduler = scheduler(self.optimizer) if scheduler is not None else None
-        self.recorder = RunRecorder(self.out_dir, log_every, tensorboard)
+        self.recorder = RunRecorder(s.out_dir, s.log_every, s.tensorboard)
         self.evaluator = Evaluator(
             self.physics,
             self.module,
@@ -182,11 +121,11 @@ class Trainer:
             baseline_batches=lambda: (
                 iter(baseline_data)
                 if baseline_data is not None
-                else epoch_batches(self.train_data, self.seed, 0)
+                else epoch_batches(self.train_data, s.seed, 0)
             ),
-            seed=self.seed,
-            device=self.device,
-            max_val=max_val,
+            seed=s.seed,
+            device=s.device,
+            max_val=s.max_val,
             baselines=baselines,
         )
         self._train_step = TrainStep(
@@ -195,16 +134,23 @@ class Trainer:
             self.scheduler,
             inference=lambda y: self.model_inference(y, self.physics),
             loss=lambda x_hat, x, y: self.compute_loss(x_hat, x, y, self.physics),
-            grad_clip=grad_clip,
-            nonfinite=nonfinite,
-            measure_memory=measure_memory,
-            device=self.device,
+            grad_clip=s.grad_clip,
+            nonfinite=s.nonfinite,
+            measure_memory=s.measure_memory,
+            device=s.device,
         )
         # Where the run stands: ``iteration`` batches of ``epoch`` are done, ``step`` in all.
         self.epoch = self.iteration = self.step = 0
         self.history: dict[str, list[dict]] = {"train": [], "eval": []}
         #: CG solves of the run that stopped at max_iter (one warning per epoch)
         self.unconverged = UnconvergedSolves()
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when normal lookup fails: the settings read as attributes.
+        settings = self.__dict__.get("settings")
+        if settings is not None and name in SETTING_NAMES:
+            return getattr(settings, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # -- override points ----------------------------------------------------------------
 
@@ -240,20 +186,16 @@ class Trainer:
     def measurement_seed(self, epoch: int, iteration: int, position: int) -> int:
         """The seed of the noise of sample ``position`` of the global batch of training
         step ``(epoch, iteration)`` (all 0-based)."""
-        return derive_seed(self.seed, STREAM_TRAIN_NOISE, epoch, iteration, position)
+        return derive_seed(self.settings.seed, STREAM_TRAIN_NOISE, epoch, iteration, position)
 
     def measure(self, x: Tensor, epoch: int, iteration: int) -> Tensor:
-        """The training measurements ``y = physics(x)`` of step ``(epoch, iteration)``.
-
-        Sample ``i`` of this process's batch is sample ``rank * B + i`` of the global
-        batch, and its noise is drawn from :meth:`measurement_seed` of that position
-        alone (:func:`~unrolled.train.measuring.measure_per_sample`): it depends neither
-        on how the batch is split over processes nor on what was drawn before. The
-        global RNG is left as it was.
-        """
+        """The training measurements ``y = physics(x)`` of step ``(epoch, iteration)``:
+        sample ``i`` of this process's batch is sample ``rank * B + i`` of the global batch
+        and its noise is drawn from :meth:`measurement_seed` of that position alone. The
+        global RNG is left as it was."""
         offset = self.rank * x.shape[0]
         seeds = [self.measurement_seed(epoch, iteration, offset + i) for i in range(len(x))]
-        return measure_per_sample(self.physics, x, seeds, self.device)
+        return measure_per_sample(self.physics, x, seeds, self.settings.device)
 
     def eval_seed(self, batch_index: int) -> int:
         """The seed of the noise of evaluation batch ``batch_index``: the same every time."""
@@ -268,14 +210,12 @@ class Trainer:
 
         Args:
             resume: ``None`` (start from the current state), ``"latest"``, ``"auto"``
-                or a checkpoint path (see :meth:`resolve_resume`). With ``"latest"`` and
-                ``"auto"`` a truncated or corrupt ``latest.pt`` is reported (a
-                :class:`~unrolled.train.CheckpointWarning` naming it) and the newest
-                usable older checkpoint is used (see :func:`~unrolled.train.load_latest`).
+                or a checkpoint path (see :meth:`resolve_resume`); a corrupt ``latest.pt``
+                is reported (:class:`~unrolled.train.CheckpointWarning`) and the newest
+                usable older checkpoint is used (:func:`~unrolled.train.load_latest`).
             max_steps: overrides the constructor's ``max_steps`` for this call.
 
-        Returns:
-            ``{"train": [record per step], "eval": [record per evaluation]}``.
+        Returns ``{"train": [record per step], "eval": [record per evaluation]}``.
 
         Raises:
             TrainingInterrupted: SIGINT or SIGTERM arrived; the checkpoint was written.
@@ -289,52 +229,19 @@ class Trainer:
                 the logs up to it are intact.
         """
         check_int("max_steps", max_steps, minimum=0, allow_none=True)
-        loop = FitLoop(self, self.max_steps if max_steps is None else max_steps)
-        # One writer per run folder, for the whole call (see unrolled.train.runlock).
-        locking = self.out_dir is not None and self.is_main
-        with RunLock(self.out_dir) if locking else contextlib.nullcontext() as lock:
-            if lock is not None and lock.message:
-                warnings.warn(lock.message, RuntimeWarning, stacklevel=2)
-            return loop.run(resume)
+        max_steps = self.settings.max_steps if max_steps is None else max_steps
+        return FitLoop(self, max_steps).run(resume)
 
     # -- checkpoints --------------------------------------------------------------------
 
     def state_dict(self) -> dict:
-        """What a checkpoint holds (plain types and tensors only)."""
-        return {
-            "model": self.module.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "physics": self.physics.state_dict(),
-            "epoch": self.epoch,
-            "iteration": self.iteration,
-            "step": self.step,
-            "seed": self.seed,
-            "rng": rng_state(),
-            "history": self.history,
-            "torch_version": str(torch.__version__),
-        }
+        """What a checkpoint holds (plain types and tensors only); see
+        :meth:`Checkpointer.state_of <unrolled.train.checkpointer.Checkpointer.state_of>`."""
+        return self.checkpoints.state_of(self)
 
     def load_state_dict(self, state: dict) -> None:
-        if state.get("seed", self.seed) != self.seed:
-            raise CheckpointMismatch(
-                f"seed: the checkpoint was written with seed={state['seed']}, this trainer has "
-                f"seed={self.seed}; resuming would not reproduce the run"
-            )
-        self.module.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state.get("scheduler") is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        if state.get("physics") is not None:
-            self.physics.load_state_dict(state["physics"])
-        self.epoch = int(state["epoch"])
-        self.iteration = int(state["iteration"])
-        self.step = int(state["step"])
-        self.history = {kind: list(state["history"][kind]) for kind in ("train", "eval")}
-        set_rng_state(state["rng"])
-        self.checkpoints.saved_at = self.position
-        self.unconverged.reset()
-        self.unconverged.add(self.history["train"])
+        """Continue from ``state`` (a checkpoint written with the same ``seed``)."""
+        self.checkpoints.restore(self, state)
 
     @property
     def position(self) -> tuple[int, int, int]:
@@ -350,28 +257,18 @@ class Trainer:
         ``"auto"`` (that file if it exists, else ``None``: a fresh start) or a path."""
         return self.checkpoints.resolve(resume)
 
-    # -- evaluation ---------------------------------------------------------------------
+    # -- evaluation (the evaluator's; see unrolled.train.evaluator) -------------------------
 
     def evaluate(self, data: Iterable | None = None, *, max_batches: int | None = None) -> dict:
-        """Scores over ``data`` (default ``eval_data``) of the model and of the best
-        classical baseline: mean PSNR over the whole image and over the determined region
-        (:func:`~unrolled.evaluation.determined_region`), and SSIM.
-
-        The measurements of batch ``b`` are drawn with :meth:`eval_seed` ``(b)`` and the
-        global RNG is left as it was. The baselines are scored once, on the first call
-        over ``eval_data`` (:attr:`baseline_scores`). Returns ``{"psnr",
-        "psnr_determined", "ssim", "n"}`` and, with baselines, ``"baseline"`` (the best by
-        whole-image PSNR), ``"psnr_baseline"``, ``"psnr_determined_baseline"``,
-        ``"ssim_baseline"``.
-        """
+        """Scores of the model and of the best baseline over ``data`` (default
+        ``eval_data``), measured with :meth:`eval_seed`; see
+        :meth:`Evaluator.evaluate <unrolled.train.evaluator.Evaluator.evaluate>`."""
         return self.evaluator.evaluate(data, max_batches=max_batches)
 
     def fit_baselines(self) -> list[Baseline]:
-        """The classical baselines the model is compared with (the ``baselines`` argument;
-        ``"auto"``: each of :data:`~unrolled.evaluation.BASELINES` with its weight picked
-        on the first two batches of ``baseline_data``, else of the training data, measured
-        with their own noise seed: never on the evaluation images). Fitted once; under DDP
-        the weights of process 0 are used."""
+        """The classical baselines the model is compared with, fitted once on
+        ``baseline_data`` (default: the training batches), never on the evaluation images;
+        see :meth:`Evaluator.fit_baselines <unrolled.train.evaluator.Evaluator.fit_baselines>`."""
         return self.evaluator.fit_baselines()
 
     baselines = property(lambda self: self.evaluator.baselines, doc="The fitted baselines.")
@@ -391,27 +288,3 @@ class Trainer:
         if data is None:
             data = self.eval_data if self.eval_data is not None else self.train_data
         return self.evaluator.save_reconstructions(path, data, n)
-
-
-def _check_inputs(model, physics, train_data, eval_data, loss, callbacks) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
-    if not isinstance(physics, nn.Module) or not callable(getattr(physics, "A_adjoint", None)):
-        raise TypeError(
-            f"physics: expected an unrolled Physics (an nn.Module with A and A_adjoint), "
-            f"got {type(physics).__name__}"
-        )
-    if not isinstance(train_data, Iterable):
-        raise TypeError(
-            f"train_data: expected a DataLoader or an iterable of batches, "
-            f"got {type(train_data).__name__}"
-        )
-    if eval_data is not None and not isinstance(eval_data, Iterable):
-        raise TypeError(
-            f"eval_data: expected a DataLoader, an iterable of batches or None, "
-            f"got {type(eval_data).__name__}"
-        )
-    if loss is not None and not callable(loss):
-        raise TypeError(f"loss: expected a callable (x_hat, x) -> scalar, got {loss!r}")
-    if any(not callable(c) for c in callbacks):
-        raise TypeError("callbacks, eval_callbacks: expected callables fn(trainer, record)")
