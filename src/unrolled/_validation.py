@@ -31,7 +31,7 @@ __all__ = [
 
 def describe(value: Any) -> str:
     """A short description of a received value for an error message."""
-    if isinstance(value, (bool, Integral, Real, str)) or value is None:
+    if isinstance(value, (bool, Number, str)) or value is None:
         return repr(value)
     if isinstance(value, (tuple, list)) and len(text := repr(value)) <= 60:
         return text

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from .._validation import check_choice, check_tensor, describe
+from .._validation import check_choice, check_instance, check_tensor
 from .base import Physics
 from .convolution import (
     PADDINGS,
@@ -309,11 +309,9 @@ class Blur(Physics):
 
 def _check_fft(fft) -> None:
     expected = "True, False or 'auto'"
-    if isinstance(fft, str):
-        if fft != "auto":
-            raise ValueError(f"fft: expected {expected}, got {fft!r}")
-    elif not isinstance(fft, bool):
-        raise TypeError(f"fft: expected {expected}, got {describe(fft)}")
+    check_instance("fft", fft, (bool, str), expected)
+    if isinstance(fft, str) and fft != "auto":
+        raise ValueError(f"fft: expected {expected}, got {fft!r}")
 
 
 def _check_kernel(kernel) -> None:
