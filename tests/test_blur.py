@@ -245,3 +245,27 @@ def test_fourier_preconditioned_solve_agrees_with_plain(padding):
     assert rel(pre, plain) < 1e-9  # both within cond * tol of the solution
     if padding == "circular":  # exact inverse: one step
         assert i_pre.forward.iterations.max() <= 2
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda: gaussian_kernel(True), TypeError, "sigma: expected a number, .*got True$"),
+        (lambda: gaussian_kernel((1.0, False)), TypeError, "sigma: expected .*got False$"),
+        (lambda: gaussian_kernel("1"), TypeError, "sigma: expected .*got '1'$"),
+        (lambda: gaussian_kernel(-1.0), ValueError, r"sigma: expected finite values > 0"),
+        (lambda: gaussian_kernel(1.0, size=True), TypeError, "size: expected an integer"),
+        (lambda: gaussian_kernel(1.0, size=(3, 0)), ValueError, "size: expected an integer"),
+        (lambda: GaussianNoise(True), TypeError, "sigma: expected a finite number >= 0, got True"),
+        (lambda: GaussianNoise("0.1"), TypeError, "sigma: expected a finite number >= 0"),
+        (lambda: GaussianNoise(-0.1), ValueError, "sigma: expected a finite number >= 0"),
+        (lambda: PoissonNoise(gain=None), TypeError, "gain: expected a finite number >= 0"),
+        (lambda: GaussianNoise(0.1, generator=1.5), TypeError, "generator: expected a torch"),
+        (lambda: GaussianNoise(0.1)([1.0]), TypeError, r"y: expected a torch.Tensor, got \[1.0\]"),
+        (lambda: Blur(torch.ones(3, 3) / 9).A("x"), TypeError, "x: expected a tensor of shape"),
+    ],
+)
+def test_wrong_types_raise_type_errors_and_wrong_values_value_errors(call, error, match):
+    with pytest.raises(error, match="^" + match) as raised:
+        call()
+    assert type(raised.value) is error

@@ -142,13 +142,30 @@ def test_float32_stops_at_the_precision_floor():
 
 
 def test_solver_settings_are_validated():
-    with pytest.raises(ValueError, match="tol"):
+    # A wrong value is a ValueError, a wrong type a TypeError; the setting is named first.
+    with pytest.raises(ValueError, match="^tol: expected a finite number >= 0, got -1$"):
         CG(tol=-1)
-    with pytest.raises(ValueError, match="max_iter"):
-        CG(max_iter=2.5)
-    with pytest.raises(ValueError, match="on_failure"):
+    with pytest.raises(ValueError, match="^max_iter: expected an integer >= 0, got -1$"):
+        CG(max_iter=-1)
+    with pytest.raises(ValueError, match="^on_failure: expected one of"):
         CG(on_failure="loud")
-    with pytest.raises(ValueError, match="check_every"):
+    with pytest.raises(ValueError, match="^check_every: expected an integer >= 1"):
         CG(check_every=0)
+    with pytest.raises(ValueError, match="^preconditioner: expected None, 'auto'"):
+        CG(preconditioner="jacobi")
+    with pytest.raises(TypeError, match="^max_iter: expected an integer >= 0, got 2.5$"):
+        CG(max_iter=2.5)
+    with pytest.raises(TypeError, match="^max_iter: expected an integer >= 0, got True$"):
+        CG(max_iter=True)
+    with pytest.raises(TypeError, match="^tol: expected a finite number >= 0, got '1e-6'$"):
+        CG(tol="1e-6")
+    with pytest.raises(TypeError, match="^on_failure: expected one of"):
+        CG(on_failure=None)
+    with pytest.raises(TypeError, match="^stop_at_floor: expected True or False, got 1$"):
+        CG(stop_at_floor=1)
+    with pytest.raises(TypeError, match="^floor_check_every: expected an integer >= 1"):
+        CG(floor_check_every=1.0)
+    with pytest.raises(TypeError, match="^preconditioner: expected None, 'auto'"):
+        CG(preconditioner=3)
     with pytest.raises(dataclasses.FrozenInstanceError):  # settings belong to one solve
         CG().tol = 1.0  # type: ignore[misc]

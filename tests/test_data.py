@@ -144,21 +144,27 @@ def test_dead_leaves_discs_are_those_of_the_full_process_that_reach_the_image():
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "name"),
+    ("kwargs", "error", "name"),
     [
-        ({"size": 0}, "size"),
-        ({"size": (4, 5, 6)}, "size"),
-        ({"size": 8, "channels": 0}, "channels"),
-        ({"size": 8, "length": 0}, "length"),
-        ({"size": 8, "seed": -1}, "seed"),
-        ({"size": 8, "rmin": 0.0}, "rmin"),
-        ({"size": 8, "rmin": 3.0, "rmax": 2.0}, "rmax"),
-        ({"size": 8, "max_discs": 0}, "max_discs"),
+        ({"size": 0}, ValueError, "size"),
+        ({"size": (4, 5, 6)}, ValueError, "size"),
+        ({"size": 8.0}, TypeError, "size"),
+        ({"size": 8, "channels": 0}, ValueError, "channels"),
+        ({"size": 8, "channels": True}, TypeError, "channels"),
+        ({"size": 8, "length": 0}, ValueError, "length"),
+        ({"size": 8, "length": 10.0}, TypeError, "length"),
+        ({"size": 8, "seed": -1}, ValueError, "seed"),
+        ({"size": 8, "rmin": 0.0}, ValueError, "rmin"),
+        ({"size": 8, "rmin": "1"}, TypeError, "rmin"),
+        ({"size": 8, "rmin": 3.0, "rmax": 2.0}, ValueError, "rmax"),
+        ({"size": 8, "max_discs": 0}, ValueError, "max_discs"),
+        ({"size": 8, "max_discs": False}, TypeError, "max_discs"),
     ],
 )
-def test_dead_leaves_rejects_bad_arguments(kwargs, name):
-    with pytest.raises((ValueError, TypeError), match=name):
+def test_dead_leaves_rejects_bad_arguments(kwargs, error, name):
+    with pytest.raises(error, match=f"^{name}: expected ") as raised:
         DeadLeaves(**kwargs)
+    assert type(raised.value) is error
 
 
 def test_dead_leaves_edge_cases():
@@ -338,14 +344,18 @@ def test_image_folder_missing_or_empty_paths(tmp_path):
     [
         ({"crop": 0}, ValueError, "crop"),
         ({"crop": "8"}, TypeError, "crop"),
-        ({"crop": (8, 8, 8)}, TypeError, "crop"),
+        ({"crop": (8, 8, 8)}, ValueError, "crop"),  # a tuple of the wrong length: a value
+        ({"crop": True}, TypeError, "crop"),
         ({"channels": 2}, ValueError, "channels"),
+        ({"channels": 3.0}, TypeError, "channels"),
         ({"seed": -3}, ValueError, "seed"),
+        ({"seed": "0"}, TypeError, "seed"),
     ],
 )
 def test_image_folder_rejects_bad_arguments(image_dir, kwargs, error, name):
-    with pytest.raises(error, match=name):
+    with pytest.raises(error, match=f"^{name}: expected ") as raised:
         ImageFolder(image_dir[0], **kwargs)
+    assert type(raised.value) is error
 
 
 def test_dataloader_batches_image_folder_crops(image_dir):
@@ -686,8 +696,10 @@ def test_cache_dir_precedence(tmp_path, monkeypatch):
         ({"name_or_url": "ImageNet"}, ValueError, "name_or_url.*BSDS500"),
         ({"name_or_url": "ftp://example.invalid/x.zip"}, ValueError, "scheme 'ftp'"),
         ({"name_or_url": "CBSD68", "sha256": "abc"}, ValueError, "sha256"),
-        ({"name_or_url": "CBSD68", "timeout": 0}, ValueError, "timeout"),
-        ({"name_or_url": 3}, TypeError, "name_or_url"),
+        ({"name_or_url": "CBSD68", "timeout": 0}, ValueError, "^timeout: expected"),
+        ({"name_or_url": "CBSD68", "timeout": True}, TypeError, "^timeout: expected"),
+        ({"name_or_url": "CBSD68", "sha256": 64}, TypeError, "^sha256: expected"),
+        ({"name_or_url": 3}, TypeError, "^name_or_url: expected"),
     ],
 )
 def test_download_rejects_bad_arguments(tmp_path, kwargs, error, match):

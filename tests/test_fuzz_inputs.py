@@ -139,17 +139,21 @@ def test_poisson_noise(gain, dtype, negative, seed):
     OUTCOMES["poisson noise: ok"] += 1
 
 
-def gaussian_kernel_fault(sigma, size) -> str | None:
-    """The argument gaussian_kernel must refuse: sigma (one or two finite values > 0, the
-    default size at most MAX_KERNEL_SIZE), then size (an integer or a pair in [1, 4097]).
-    A bool sigma is a number to it (True is 1.0)."""
+def gaussian_kernel_fault(sigma, size) -> tuple[type[Exception], str] | None:
+    """The first fault gaussian_kernel meets: sigma (one or two finite values > 0, not a
+    bool, the default size at most MAX_KERNEL_SIZE), then size (an integer or a pair in
+    [1, 4097], not a bool)."""
     sides = sigma if isinstance(sigma, tuple) else (sigma, sigma)
+    if any(isinstance(s, bool) for s in sides):
+        return TYPE_FAULT_ERROR, "sigma"
     if len(sides) != 2 or not all(math.isfinite(s) and s > 0 for s in sides):
-        return "sigma"
+        return ValueError, "sigma"
     if size is None and max(sides) > (4097 - 1) / 6:
-        return "sigma"
+        return ValueError, "sigma"
+    if isinstance(size, bool):
+        return TYPE_FAULT_ERROR, "size"
     if isinstance(size, int) and not 1 <= size <= 4097:
-        return "size"
+        return ValueError, "size"
     return None
 
 
@@ -162,13 +166,19 @@ def gaussian_kernel_fault(sigma, size) -> str | None:
         st.tuples(st.floats(-1, 1), st.floats(-1, 1), st.floats(-1, 1)),
         st.booleans(),
     ),
-    size=st.one_of(st.none(), st.integers(-2, 9), st.tuples(st.integers(1, 9), st.integers(1, 9))),
+    size=st.one_of(
+        st.none(),
+        st.integers(-2, 9),
+        st.tuples(st.integers(1, 9), st.integers(1, 9)),
+        st.booleans(),
+    ),
 )
 def test_gaussian_kernel(sigma, size):
     fault = gaussian_kernel_fault(sigma, size)
     if fault is not None:
+        error, argument = fault
         call = lambda: gaussian_kernel(sigma, size, dtype=torch.float64)  # noqa: E731
-        expect_refusal(call, ValueError, fault, "gaussian kernel", OUTCOMES)
+        expect_refusal(call, error, argument, "gaussian kernel", OUTCOMES)
         return
     k = gaussian_kernel(sigma, size, dtype=torch.float64)
     expected = (size, size) if isinstance(size, int) else size

@@ -51,11 +51,10 @@ def _report():
     print(f"\n[fuzz operators] {sum(OUTCOMES.values())} examples: {dict(OUTCOMES)}")
 
 
-#: The error for an argument of the wrong type. The convention (``unrolled._validation``)
-#: is TypeError; the operators, the prox, CG's settings, the noise models and the
-#: denoisers refuse a non-tensor, a bool or a string with ValueError today, so the tests
-#: expect that, set in this one place.
-TYPE_FAULT_ERROR = ValueError
+#: The error for an argument of the wrong type (a non-tensor, a bool or a string where a
+#: number or a tensor is asked for), by the convention of ``unrolled._validation``; a
+#: tensor of the wrong dtype or shape is a wrong value, a ValueError.
+TYPE_FAULT_ERROR = TypeError
 
 
 def expect_refusal(call, error: type[Exception], argument: str, kind: str, outcomes=OUTCOMES):
@@ -248,24 +247,26 @@ BAD_KERNELS = [
 
 @pytest.mark.parametrize("what, kernel", BAD_KERNELS, ids=[b[0] for b in BAD_KERNELS])
 def test_bad_kernels_are_refused_at_construction(what, kernel):
-    with pytest.raises(ValueError, match="kernel: expected"):
-        Blur(kernel)
-    OUTCOMES["bad kernel: ValueError"] += 1
+    # Not a tensor is the wrong type; a tensor of the wrong dtype or shape a wrong value.
+    error = ValueError if isinstance(kernel, torch.Tensor) else TYPE_FAULT_ERROR
+    expect_refusal(lambda: Blur(kernel), error, "kernel", "bad kernel")
 
 
 @pytest.mark.parametrize(
-    "kwargs, match",
+    "kwargs, error, match",
     [
-        (dict(padding="mirror"), "padding: expected one of"),
-        (dict(padding=None), "padding: expected one of"),
-        (dict(fft="yes"), "fft: expected True, False or 'auto'"),
-        (dict(noise="gaussian"), "noise: expected a noise module or None"),
+        (dict(padding="mirror"), ValueError, "^padding: expected one of"),
+        (dict(padding=None), TYPE_FAULT_ERROR, "^padding: expected one of .*, got None$"),
+        (dict(fft="yes"), ValueError, "^fft: expected True, False or 'auto', got 'yes'$"),
+        (dict(fft=1), TYPE_FAULT_ERROR, "^fft: expected True, False or 'auto', got 1$"),
+        (dict(noise="gaussian"), TYPE_FAULT_ERROR, "^noise: expected a noise module or None"),
     ],
 )
-def test_bad_blur_options_are_refused(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+def test_bad_blur_options_are_refused(kwargs, error, match):
+    with pytest.raises(error, match=match) as raised:
         Blur(torch.ones(3, 3) / 9, **kwargs)
-    OUTCOMES["bad option: ValueError"] += 1
+    assert type(raised.value) is error  # not a subclass, e.g. not a ValueError for a type
+    OUTCOMES[f"bad option: {error.__name__}"] += 1
 
 
 @pytest.mark.parametrize(

@@ -255,14 +255,17 @@ def test_the_algebra_refuses_what_is_not_an_operator(parts):
 
 
 def test_bad_inputs():
-    with pytest.raises(ValueError, match="outer: expected a LinearOperator, got int"):
+    with pytest.raises(TypeError, match="outer: expected a LinearOperator, got 3"):
         ComposedOperator(3, _blur())
-    with pytest.raises(ValueError, match="op: expected a LinearOperator"):
+    with pytest.raises(TypeError, match="op: expected a LinearOperator"):
         ScaledOperator(2.0, torch.zeros(3))
     with pytest.raises(ValueError, match="scale: expected a number or a 0-d"):
         ScaledOperator(torch.ones(3), _blur())
-    with pytest.raises(ValueError, match="scale: expected a number or a 0-d tensor, got str"):
+    with pytest.raises(TypeError, match="scale: expected a number or a 0-d tensor, got '2'"):
         ScaledOperator("2", _blur())
+    with pytest.raises(TypeError, match="scale: expected a number or a 0-d tensor, got True"):
+        ScaledOperator(True, _blur())
+    assert ScaledOperator(2j, _blur()).scale == 2j  # a complex scale is a number too
     op = SumOperator(_blur("valid"), _blur("circular"))
     with pytest.raises(ValueError, match=r"second: expected an output shape \(1, 1, 6, 6\)"):
         op.A(torch.zeros(1, 1, 8, 8))

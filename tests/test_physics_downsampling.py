@@ -148,8 +148,10 @@ def test_gradients_against_dense(dtype, padding):
 def test_bad_inputs():
     with pytest.raises(ValueError, match="factor: expected an integer >= 1, got 0"):
         Downsampling(0)
-    with pytest.raises(ValueError, match="factor: expected an integer"):
+    with pytest.raises(TypeError, match="factor: expected an integer >= 1, got 2.0"):
         Downsampling(2.0)
+    with pytest.raises(TypeError, match="factor: expected an integer >= 1, got True"):
+        Downsampling(True)
     with pytest.raises(ValueError, match="padding: expected one of"):
         Downsampling(2, padding="wrap")
     with pytest.raises(ValueError, match="kernel: expected 'gaussian'"):

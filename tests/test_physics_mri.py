@@ -216,8 +216,18 @@ def test_cartesian_mask():
     assert bool(lines[14:18].all())  # the 4 centre lines around DC (column 16)
     assert torch.equal(mask, cartesian_mask((16, 32), 4, 0.125, seed=1))
     assert not torch.equal(mask, cartesian_mask((16, 32), 4, 0.125, seed=2))
-    with pytest.raises(ValueError, match="acceleration: expected a number >= 1"):
+    with pytest.raises(ValueError, match="^acceleration: expected a finite number >= 1, got 0.5$"):
         cartesian_mask((8, 8), acceleration=0.5)
+    with pytest.raises(TypeError, match="^acceleration: expected a finite number >= 1, got '4'$"):
+        cartesian_mask((8, 8), acceleration="4")
+    with pytest.raises(
+        ValueError, match=r"^shape: expected \(H, W\) with positive sides, got \(0, 8\)$"
+    ):
+        cartesian_mask((0, 8))
+    with pytest.raises(
+        TypeError, match=r"^shape: expected \(H, W\) with positive sides, got \(8.0, 8\)$"
+    ):
+        cartesian_mask((8.0, 8))
 
 
 def test_smooth_coil_maps():

@@ -340,7 +340,7 @@ def test_memory_implicit_and_checkpoint_flat_unroll_linear():
 # -- bad input ------------------------------------------------------------------------
 
 
-def test_bad_inputs_raise_value_errors_naming_the_argument():
+def test_bad_inputs_raise_errors_naming_the_argument():
     op, z, y = blur_problem("valid")
     cases = [
         (dict(y=y[..., :-1]), r"y: expected shape \(2, 3, 6, 6\).*got \(2, 3, 6, 5\)"),
@@ -360,16 +360,25 @@ def test_bad_inputs_raise_value_errors_naming_the_argument():
             dict(gamma=torch.ones(5)),
             r"gamma: expected a number, a \(2,\) tensor or a shape .*got shape \(5,\)",
         ),
-        (dict(gamma="1"), r"gamma: expected a positive number or tensor, got str"),
         (
             dict(backward="adjoint"),
-            r"backward: expected one of \('implicit', 'unroll', 'checkpoint'\), got 'adjoint'",
+            r"backward: expected one of 'implicit', 'unroll', 'checkpoint', got 'adjoint'",
         ),
     ]
-    for override, match in cases:
-        kwargs = dict(z=z, y=y, gamma=1.0, backward="implicit") | override
-        with pytest.raises(ValueError, match=match):
-            prox_l2(op, kwargs["z"], kwargs["y"], kwargs["gamma"], backward=kwargs["backward"])
+    # A wrong type (not a tensor, not a number, a bool) is a TypeError.
+    type_cases = [
+        (dict(gamma="1"), r"gamma: expected a positive number or tensor, got '1'"),
+        (dict(gamma=True), r"gamma: expected a positive number or tensor, got True"),
+        (dict(z=z.numpy()), r"z: expected a torch.Tensor, got ndarray of shape \(2, 3, 10, 10\)"),
+        (dict(y=None), r"y: expected a torch.Tensor, got None"),
+        (dict(backward=None), r"backward: expected one of .*, got None"),
+    ]
+    for error, group in ((ValueError, cases), (TypeError, type_cases)):
+        for override, match in group:
+            kwargs = dict(z=z, y=y, gamma=1.0, backward="implicit") | override
+            with pytest.raises(error, match="^" + match) as raised:
+                prox_l2(op, kwargs["z"], kwargs["y"], kwargs["gamma"], backward=kwargs["backward"])
+            assert type(raised.value) is error
     with pytest.raises(
         ValueError, match=r"kernel: expected at most the image size \(4, 4\).*\(5, 5\)"
     ):

@@ -128,10 +128,14 @@ def test_every_operator_refuses_the_same_bad_arguments(name):
     op, z, y, _ = _problem(name)
     with pytest.raises(ValueError, match="backward: expected one of"):
         op.prox_l2(z, y, 1.0, backward="bogus")
-    with pytest.raises(ValueError, match="solver: expected an unrolled.CG, got str"):
+    with pytest.raises(TypeError, match="solver: expected an unrolled.CG, got 'notacg'"):
         op.prox_l2(z, y, 1.0, solver="notacg")
-    with pytest.raises(ValueError, match="solver: expected an unrolled.CG, got str"):
+    with pytest.raises(TypeError, match="solver: expected an unrolled.CG, got 'notacg'"):
         op.prox_l2(z, y, 1.0, backward="bogus", solver="notacg")
+    with pytest.raises(TypeError, match="gamma: expected a positive number or tensor, got True"):
+        op.prox_l2(z, y, True)
+    with pytest.raises(TypeError, match="z: expected a torch.Tensor, got a list"):
+        op.prox_l2(z.tolist(), y, 1.0)
     with pytest.raises(ValueError, match="gamma: expected finite values > 0"):
         op.prox_l2(z, y, 0.0)
     with pytest.raises(ValueError, match="gamma: expected finite values > 0"):
@@ -147,7 +151,7 @@ def test_every_operator_refuses_the_same_bad_arguments(name):
 def test_the_circular_blur_refuses_like_the_rest():
     k = gaussian_kernel(1.0, dtype=F64)
     z = _rand((1, 1, 8, 8), 12)
-    with pytest.raises(ValueError, match="solver: expected an unrolled.CG"):
+    with pytest.raises(TypeError, match="solver: expected an unrolled.CG"):
         Blur(k, padding="circular").prox_l2(z, z, 1.0, backward="bogus", solver="notacg")
 
 

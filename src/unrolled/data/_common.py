@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import operator
 import os
 from pathlib import Path
 
@@ -10,55 +9,34 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from .._validation import check_int, check_shape, is_integer
+
 __all__ = ["center_crop", "item_generator", "load_image", "pair", "random_crop"]
 
 
 def pair(value: int | tuple[int, int] | list[int], name: str) -> tuple[int, int]:
     """``value`` as a ``(h, w)`` pair of positive ints; an int ``n`` means ``(n, n)``."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int or a pair of ints (h, w), got {value!r}")
-    if isinstance(value, int | np.integer):
-        out = (int(value), int(value))
-    elif isinstance(value, tuple | list) and len(value) == 2:
-        if not all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in value):
-            raise TypeError(f"{name} must be an int or a pair of ints (h, w), got {value!r}")
-        out = (int(value[0]), int(value[1]))
-    else:
-        raise TypeError(f"{name} must be an int or a pair of ints (h, w), got {value!r}")
-    if out[0] < 1 or out[1] < 1:
-        raise ValueError(f"{name} must be positive, got {value!r}")
-    return out
-
-
-def check_nonneg_int(value: int, name: str) -> int:
-    """``value`` as an int >= 0, or a ``TypeError``/``ValueError`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{name} must be an int >= 0, got {value!r}")
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value!r}")
-    return int(value)
+    expected = "an integer or a pair (h, w) of integers >= 1"
+    return check_shape(
+        name, (value, value) if is_integer(value) else value, length=2, expected=expected
+    )
 
 
 def check_channels(channels: int, allowed: tuple[int, ...] | None = (1, 3)) -> int:
     """``channels`` checked against ``allowed`` (``None``: any positive int)."""
-    if isinstance(channels, bool) or not isinstance(channels, int | np.integer):
-        raise TypeError(f"channels must be an int, got {channels!r}")
     if allowed is None:
-        if channels < 1:
-            raise ValueError(f"channels must be >= 1, got {channels!r}")
-    elif channels not in allowed:
-        raise ValueError(f"channels must be one of {allowed}, got {channels!r}")
+        return check_int("channels", channels, minimum=1)
+    check_int("channels", channels)
+    if channels not in allowed:
+        raise ValueError(f"channels: expected one of {allowed}, got {channels!r}")
     return int(channels)
 
 
 def check_index(index: int, length: int) -> int:
     """``index`` in ``range(length)``, negative indices counted from the end like a list."""
-    try:
-        if isinstance(index, bool):
-            raise TypeError
-        i = operator.index(index)  # ints, numpy ints, 0-d integer tensors
-    except TypeError:
-        raise TypeError(f"index must be an int, got {type(index).__name__}") from None
+    if isinstance(index, torch.Tensor) and index.ndim == 0:
+        index = index.item()  # a 0-d integer tensor is an index too
+    i = check_int("index", index)
     if i < 0:
         i += length
     if not 0 <= i < length:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset
 
-from ._common import center_crop, check_nonneg_int, item_generator, pair, random_crop
+from .._validation import check_int
+from ._common import center_crop, item_generator, pair, random_crop
 
 
 class CroppedImages(Dataset):
@@ -22,7 +23,7 @@ class CroppedImages(Dataset):
     def __init__(self, crop: int | tuple[int, int] | None, random_crops: bool, seed: int) -> None:
         self.crop: tuple[int, int] | None = None if crop is None else pair(crop, "crop")
         self.random_crops = bool(random_crops)
-        self.seed = check_nonneg_int(seed, "seed")
+        self.seed = check_int("seed", seed, minimum=0)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -31,7 +32,7 @@ class CroppedImages(Dataset):
         With ``DataLoader(num_workers > 0, persistent_workers=True)`` the workers keep their
         own copy of the dataset, so call this before the loader's workers start.
         """
-        self.epoch = check_nonneg_int(epoch, "epoch")
+        self.epoch = check_int("epoch", epoch, minimum=0)
 
     def _num_items(self) -> int:
         raise NotImplementedError

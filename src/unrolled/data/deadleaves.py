@@ -7,7 +7,8 @@ import math
 import torch
 from torch.utils.data import Dataset
 
-from ._common import check_channels, check_index, check_nonneg_int, item_generator, pair
+from .._validation import check_int, check_real
+from ._common import check_channels, check_index, item_generator, pair
 
 __all__ = ["DeadLeaves", "paint_discs", "power_law_radii"]
 
@@ -137,20 +138,15 @@ class DeadLeaves(Dataset):
     ) -> None:
         self.size = pair(size, "size")
         self.channels = check_channels(channels, allowed=None)
-        if isinstance(length, bool) or not isinstance(length, int) or length < 1:
-            raise ValueError(f"length must be a positive int, got {length!r}")
-        self.length = length
-        self.seed = check_nonneg_int(seed, "seed")
+        self.length = check_int("length", length, minimum=1)
+        self.seed = check_int("seed", seed, minimum=0)
         short = min(self.size)
-        self.rmin = float(max(1.0, short / 64) if rmin is None else rmin)
-        self.rmax = float(max(short / 2, self.rmin) if rmax is None else rmax)
-        if not (math.isfinite(self.rmin) and self.rmin > 0):
-            raise ValueError(f"rmin must be a finite positive radius in pixels, got {rmin!r}")
-        if not (math.isfinite(self.rmax) and self.rmax >= self.rmin):
-            raise ValueError(f"rmax must be finite and >= rmin={self.rmin}, got {self.rmax!r}")
-        if isinstance(max_discs, bool) or not isinstance(max_discs, int) or max_discs < 1:
-            raise ValueError(f"max_discs must be a positive int, got {max_discs!r}")
-        self.max_discs = max_discs
+        # Radii in pixels; the defaults follow the image size.
+        rmin = check_real("rmin", rmin, positive=True, allow_none=True)
+        self.rmin = max(1.0, short / 64) if rmin is None else rmin
+        rmax = check_real("rmax", rmax, minimum=self.rmin, allow_none=True)
+        self.rmax = max(short / 2, self.rmin) if rmax is None else rmax
+        self.max_discs = check_int("max_discs", max_discs, minimum=1)
 
     def __len__(self) -> int:
         return self.length

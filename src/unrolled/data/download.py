@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import math
 import os
 import re
 import shutil
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from .._validation import check_instance, check_real, describe
 from .archive import archive_format, safe_extract
 
 __all__ = [
@@ -98,20 +98,22 @@ def _archive_suffix(filename: str) -> str | None:
 def _resolve(name_or_url: str) -> tuple[str, str | None, str]:
     """(url, known sha256 or None, folder name) of a known name or a URL."""
     if not isinstance(name_or_url, str):
-        raise TypeError(f"name_or_url must be a str, got {type(name_or_url).__name__}")
+        raise TypeError(
+            f"name_or_url: expected a dataset name or a URL, got {describe(name_or_url)}"
+        )
     key = _ALIASES.get(name_or_url.lower())
     if key is not None:
         known = KNOWN_DATASETS[key]
         return known.url, known.sha256, known.name
     if "://" not in name_or_url:
         raise ValueError(
-            f"name_or_url must be one of {sorted(KNOWN_DATASETS)} (or BSD500) or a URL, "
+            f"name_or_url: expected one of {sorted(KNOWN_DATASETS)} (or BSD500) or a URL, "
             f"got {name_or_url!r}"
         )
     parts = urllib.parse.urlsplit(name_or_url)
     if parts.scheme not in ("http", "https", "file"):
         raise ValueError(
-            f"name_or_url must be an http, https or file URL, got scheme {parts.scheme!r}"
+            f"name_or_url: expected an http, https or file URL, got scheme {parts.scheme!r}"
         )
     stem = Path(urllib.parse.unquote(parts.path)).name or "download"
     suffix = _archive_suffix(stem)
@@ -197,15 +199,13 @@ def download_dataset(
     """
     url, known_sha, name = _resolve(name_or_url)
     if sha256 is not None:
-        if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256.lower()):
-            raise ValueError(f"sha256 must be 64 hexadecimal digits, got {sha256!r}")
+        check_instance("sha256", sha256, str, "64 hexadecimal digits")
+        if not _SHA256.fullmatch(sha256.lower()):
+            raise ValueError(f"sha256: expected 64 hexadecimal digits, got {sha256!r}")
         expected: str | None = sha256.lower()
     else:
         expected = known_sha
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-        raise TypeError(f"timeout must be a number of seconds, got {timeout!r}")
-    if not (math.isfinite(timeout) and timeout > 0):
-        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    check_real("timeout", timeout, positive=True)  # seconds
     base = cache_dir(root)
     folder = base / name
     if _populated(folder):

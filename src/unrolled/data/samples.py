@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from .._validation import check_choice, check_int
 from ._common import check_channels, check_index, load_image
 from ._cropped import CroppedImages
 
@@ -75,21 +76,19 @@ class SampleImages(CroppedImages):
         random_crops: bool | None = None,
         seed: int = 0,
     ) -> None:
-        if split not in SAMPLE_SPLITS:
-            raise ValueError(f"split must be one of {tuple(SAMPLE_SPLITS)}, got {split!r}")
+        check_choice("split", split, tuple(SAMPLE_SPLITS))
         super().__init__(
             crop, random_crops=split == "train" if random_crops is None else random_crops, seed=seed
         )
         self.split = split
         self.channels = check_channels(channels)
         self.names: tuple[str, ...] = tuple(Path(f).stem for f in SAMPLE_SPLITS[split])
+        length = check_int("length", length, minimum=1, allow_none=True)
         if length is None:
             length = len(self.names)
-        elif isinstance(length, bool) or not isinstance(length, int) or length < 1:
-            raise ValueError(f"length must be a positive int or None, got {length!r}")
         elif length != len(self.names) and (self.crop is None or not self.random_crops):
             raise ValueError(
-                f"length={length} differs from the {len(self.names)} images of split {split!r}, "
+                f"length: {length} differs from the {len(self.names)} images of split {split!r}, "
                 "which only makes sense with crop set and random crops"
             )
         self.length = length

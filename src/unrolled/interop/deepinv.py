@@ -31,6 +31,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .._validation import check_choice, check_instance, check_tensor
 from ..fidelity import L2 as UnrolledL2
 from ..fidelity import SolveStats
 from ..linalg._capture import tensor_slots
@@ -50,8 +51,7 @@ _CACHED_ADJOINT = "_auto_grad_adjoint_fn"
 
 def to_complex(x: Tensor, name: str = "x") -> Tensor:
     """deepinv's two real channels ``(B, 2, ...)`` as one complex channel ``(B, 1, ...)``."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    check_tensor(name, x)
     if x.is_complex() or x.ndim < 2 or x.shape[1] != 2:
         got = f"shape {tuple(x.shape)}, dtype {x.dtype}"
         raise ValueError(f"{name}: expected a real tensor of shape (B, 2, ...), got {got}")
@@ -60,8 +60,7 @@ def to_complex(x: Tensor, name: str = "x") -> Tensor:
 
 def to_real(x: Tensor, name: str = "x") -> Tensor:
     """A complex ``(B, 1, ...)`` tensor as deepinv's two real channels ``(B, 2, ...)``."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    check_tensor(name, x)
     if not x.is_complex() or x.ndim < 2 or x.shape[1] != 1:
         got = f"shape {tuple(x.shape)}, dtype {x.dtype}"
         raise ValueError(f"{name}: expected a complex tensor of shape (B, 1, ...), got {got}")
@@ -170,8 +169,7 @@ def as_operator(physics, *, complex: bool | None = None) -> DeepinvOperator:
         )
     if complex is None:
         complex = isinstance(physics, dinv.utils.mixins.MRIMixin)
-    if not isinstance(complex, bool):
-        raise TypeError(f"complex: expected a bool or None, got {type(complex).__name__}")
+    check_instance("complex", complex, bool, "True, False or None")
     return DeepinvOperator(physics, complex=complex)
 
 
@@ -196,10 +194,9 @@ class L2(dinv.optim.L2):
 
     def __init__(self, sigma: float = 1.0, *, solver: CG | None = None, backward="implicit"):
         super().__init__(sigma=sigma)
-        if solver is not None and not isinstance(solver, CG):
-            raise TypeError(f"solver: expected an unrolled.CG, got {type(solver).__name__}")
-        if backward not in BACKWARD_MODES:
-            raise ValueError(f"backward: expected one of {BACKWARD_MODES}, got {backward!r}")
+        if solver is not None:
+            check_instance("solver", solver, CG, "an unrolled.CG")
+        check_choice("backward", backward, BACKWARD_MODES)
         # The data step and its solve statistics are this library's own L2.
         self.data_step = UnrolledL2(solver=solver, backward=backward)
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from numbers import Real
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
+from .._validation import check_choice, check_instance, check_number_or_tensor, check_tensor
 from .cg import CG, SolveInfo
 
 __all__ = [
@@ -58,10 +58,8 @@ class ProxResult(NamedTuple):
 def check_solve_settings(solver, backward) -> CG:
     """``solver`` (default ``CG()``) and ``backward`` checked; the solver returned."""
     solver = CG() if solver is None else solver
-    if not isinstance(solver, CG):
-        raise ValueError(f"solver: expected an unrolled.CG, got {type(solver).__name__}")
-    if backward not in BACKWARD_MODES:
-        raise ValueError(f"backward: expected one of {BACKWARD_MODES}, got {backward!r}")
+    check_instance("solver", solver, CG, "an unrolled.CG")
+    check_choice("backward", backward, BACKWARD_MODES)
     return solver
 
 
@@ -69,8 +67,7 @@ def check_prox_inputs(op, z, y, gamma) -> Tensor:
     """Validate ``z``, ``y`` and ``gamma`` against the operator ``op``; return gamma as a
     real tensor broadcastable to ``z``."""
     for name, t in (("z", z), ("y", y)):
-        if not isinstance(t, Tensor):
-            raise ValueError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+        check_tensor(name, t)
         if not (t.is_floating_point() or t.is_complex()):
             raise ValueError(f"{name}: expected a floating or complex tensor, got dtype {t.dtype}")
         if t.ndim < 1:
@@ -113,8 +110,7 @@ def check_prox_inputs(op, z, y, gamma) -> Tensor:
 
 def _gamma_tensor(gamma, z: Tensor) -> Tensor:
     real_dtype = z.real.dtype if z.is_complex() else z.dtype
-    if isinstance(gamma, bool) or not isinstance(gamma, (Real, Tensor)):
-        raise ValueError(f"gamma: expected a positive number or tensor, got {type(gamma).__name__}")
+    check_number_or_tensor("gamma", gamma, "a positive number or tensor")
     if not isinstance(gamma, Tensor):
         return torch.tensor(float(gamma), dtype=real_dtype, device=z.device)
     if gamma.is_complex() or gamma.dtype == torch.bool:

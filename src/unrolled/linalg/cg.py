@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from .._validation import check_bool, check_choice, check_int, check_real, describe
 from ._vectors import batch_inner, batch_norm
 
 __all__ = ["CG", "SolveInfo", "NonConvergenceError", "NonConvergenceWarning", "cg"]
@@ -68,6 +69,10 @@ class CG:
         preconditioner: ``None``, ``"auto"`` (the operator's own, where it offers
             one that pays off), or a callable ``(operator, gamma) -> M`` returning a
             function that applies an approximation of the inverse system.
+
+    Raises:
+        TypeError: a setting of the wrong type (e.g. ``max_iter=2.0`` or ``tol="1e-6"``).
+        ValueError: a setting out of range (e.g. ``max_iter=-1`` or ``on_failure="stop"``).
     """
 
     max_iter: int = 100
@@ -79,30 +84,14 @@ class CG:
     preconditioner: object = "auto"
 
     def __post_init__(self):
-        # bool is an int to Python, but max_iter=True is a mistake, not one iteration.
-        if (
-            not isinstance(self.max_iter, int)
-            or isinstance(self.max_iter, bool)
-            or (self.max_iter < 0)
-        ):
-            raise ValueError(f"max_iter: expected an integer >= 0, got {self.max_iter!r}")
-        if not (
-            isinstance(self.tol, (int, float)) and not isinstance(self.tol, bool) and self.tol >= 0
-        ):
-            raise ValueError(f"tol: expected a number >= 0, got {self.tol!r}")
-        if self.on_failure not in ON_FAILURE:
-            raise ValueError(f"on_failure: expected one of {ON_FAILURE}, got {self.on_failure!r}")
-        for name in ("floor_check_every", "check_every"):
-            value = getattr(self, name)
-            if name == "check_every" and value is None:
-                continue
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
-        if not (self.preconditioner in (None, "auto") or callable(self.preconditioner)):
-            raise ValueError(
-                "preconditioner: expected None, 'auto' or a callable (operator, gamma) -> M, "
-                f"got {self.preconditioner!r}"
-            )
+        # Checked only: the fields keep the values given (an int tol stays an int).
+        check_int("max_iter", self.max_iter, minimum=0)
+        check_real("tol", self.tol, minimum=0)
+        check_choice("on_failure", self.on_failure, ON_FAILURE)
+        check_bool("stop_at_floor", self.stop_at_floor)
+        check_int("floor_check_every", self.floor_check_every, minimum=1)
+        check_int("check_every", self.check_every, minimum=1, allow_none=True)
+        _check_preconditioner(self.preconditioner)
 
     def solve(self, matvec, b, *, x0=None, precond=None, iterations=None, what="solve"):
         """Solve ``matvec(x) = b``; see :func:`cg`."""
@@ -151,6 +140,15 @@ class SolveInfo:
         its = self.iterations.tolist()
         res = [f"{r:.1e}" for r in self.residual.tolist()]
         return f"SolveInfo(iterations={its}, residual={res}, status={self.status})"
+
+
+def _check_preconditioner(value) -> None:
+    expected = "None, 'auto' or a callable (operator, gamma) -> M"
+    if isinstance(value, str):
+        if value != "auto":
+            raise ValueError(f"preconditioner: expected {expected}, got {value!r}")
+    elif value is not None and not callable(value):
+        raise TypeError(f"preconditioner: expected {expected}, got {describe(value)}")
 
 
 def _per_sample(v: Tensor, like: Tensor) -> Tensor:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from .._validation import check_tensor
 from .operator import LinearOperator
 
 __all__ = ["MatrixOperator"]
@@ -21,9 +22,11 @@ class MatrixOperator(LinearOperator):
 
     def __init__(self, matrix: Tensor):
         super().__init__()
-        if not isinstance(matrix, Tensor) or matrix.ndim not in (2, 3):
-            got = type(matrix).__name__ if not isinstance(matrix, Tensor) else tuple(matrix.shape)
-            raise ValueError(f"matrix: expected a tensor of shape (m, n) or (B, m, n), got {got}")
+        check_tensor("matrix", matrix, "a tensor of shape (m, n) or (B, m, n)")
+        if matrix.ndim not in (2, 3):
+            raise ValueError(
+                f"matrix: expected a tensor of shape (m, n) or (B, m, n), got {tuple(matrix.shape)}"
+            )
         if not (matrix.is_floating_point() or matrix.is_complex()):
             raise ValueError(f"matrix: expected a floating or complex tensor, got {matrix.dtype}")
         self.matrix = matrix
@@ -45,8 +48,7 @@ class MatrixOperator(LinearOperator):
 
     def _check(self, t: Tensor, size: int, name: str) -> Tensor:
         """Validate ``t`` against the matrix; return the matrix in ``t``'s dtype."""
-        if not isinstance(t, Tensor):
-            raise ValueError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+        check_tensor(name, t)
         if t.ndim != 2 or t.shape[-1] != size:
             raise ValueError(f"{name}: expected shape (B, {size}), got {tuple(t.shape)}")
         m = self.matrix

@@ -26,6 +26,7 @@ from numbers import Number
 import torch
 from torch import Tensor, nn
 
+from .._validation import check_instance, check_number_or_tensor
 from ._capture import tensor_slots
 from ._iterative import iterative_prox
 from ._prox_inputs import ProxInfo, ProxResult, check_prox_inputs, check_solve_settings
@@ -157,9 +158,7 @@ class LinearOperator(nn.Module, abc.ABC):
 
 
 def _check_operator(op, name: str) -> LinearOperator:
-    if not isinstance(op, LinearOperator):
-        raise ValueError(f"{name}: expected a LinearOperator, got {type(op).__name__}")
-    return op
+    return check_instance(name, op, LinearOperator, "a LinearOperator")
 
 
 class ComposedOperator(LinearOperator):
@@ -232,6 +231,7 @@ class ScaledOperator(LinearOperator):
     def __init__(self, scale: Number | Tensor, op: LinearOperator):
         super().__init__()
         self.op = _check_operator(op, "op")
+        check_number_or_tensor("scale", scale, "a number or a 0-d tensor", complex_allowed=True)
         if isinstance(scale, Tensor):
             if scale.ndim != 0 or not (scale.is_floating_point() or scale.is_complex()):
                 raise ValueError(
@@ -242,12 +242,8 @@ class ScaledOperator(LinearOperator):
                 self.scale = scale
             else:
                 self.register_buffer("scale", scale)
-        elif isinstance(scale, Number) and not isinstance(scale, bool):
-            self.scale = scale
         else:
-            raise ValueError(
-                f"scale: expected a number or a 0-d tensor, got {type(scale).__name__}"
-            )
+            self.scale = scale
 
     def _is_complex(self) -> bool:
         s = self.scale

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from .._validation import check_instance
 from ._iterative import iterative_prox
 from ._prox_inputs import (
     BACKWARD_MODES,
@@ -95,8 +96,7 @@ def prox_l2_with_info(
     ``info.backward`` is filled in when the backward pass runs.
     """
     solver = check_solve_settings(solver, backward)
-    if not isinstance(op, LinearOperator):
-        raise ValueError(f"op: expected a LinearOperator, got {type(op).__name__}")
+    check_instance("op", op, LinearOperator, "a LinearOperator")
     gamma = check_prox_inputs(op, z, y, gamma)
     info = ProxInfo(mode=backward, forward=None)
     return ProxResult(iterative_prox(op, z, y, gamma, solver, backward, info), info)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import math
-from numbers import Real
 
 import torch
 from torch import Tensor, nn
 
-from .._validation import describe
+from .._validation import check_number_or_tensor, check_tensor, describe
 
 __all__ = [
     "check_denoiser",
@@ -22,8 +21,7 @@ __all__ = [
 def check_image(x: Tensor, channels: int, owner: str, dtype: torch.dtype | None = None) -> None:
     """Refuse anything but a real ``(B, channels, H, W)`` floating tensor (of ``dtype``,
     the network's, when given)."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"x: expected a torch.Tensor, got {describe(x)}")
+    check_tensor("x", x)
     if x.is_complex():
         raise ValueError(
             f"x: {owner} expects real images (B, C, H, W), got a complex tensor; "
@@ -58,8 +56,7 @@ def noise_level_map(sigma: float | Tensor, x: Tensor) -> Tensor:
     its autograd history, so a trainable level receives a gradient.
     """
     b, _, h, w = x.shape
-    if isinstance(sigma, bool) or not isinstance(sigma, (Real, Tensor)):
-        raise TypeError(f"sigma: expected a number >= 0 or a tensor, got {describe(sigma)}")
+    check_number_or_tensor("sigma", sigma, "a number >= 0 or a tensor")
     if not isinstance(sigma, Tensor):
         if not (math.isfinite(sigma) and 0 <= sigma <= torch.finfo(x.dtype).max):
             raise ValueError(

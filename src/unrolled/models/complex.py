@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .._validation import describe
+from .._validation import check_tensor
 from ._inputs import check_denoiser
 
 __all__ = ["ComplexDenoiser"]
@@ -27,8 +27,7 @@ class ComplexDenoiser(nn.Module):
 
     def forward(self, x: Tensor, sigma: float | Tensor) -> Tensor:
         """Denoise complex ``x`` ``(B, C, H, W)``; returns a complex ``(B, C, H, W)``."""
-        if not isinstance(x, Tensor):
-            raise TypeError(f"x: expected a complex tensor (B, C, H, W), got {describe(x)}")
+        check_tensor("x", x, "a complex tensor (B, C, H, W)")
         if not x.is_complex() or x.ndim != 4:
             raise ValueError(
                 f"x: expected a complex tensor (B, C, H, W), got shape {tuple(x.shape)}, "

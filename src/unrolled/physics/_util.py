@@ -7,15 +7,14 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from .._validation import check_tensor
+
 MASK_SHAPES = "(W,), (H, W), (C, H, W) or (B, C, H, W)"
 
 
 def check_mask_tensor(mask, name: str = "mask", *, allow_complex: bool = True) -> Tensor:
     """``mask`` as a floating (or complex) tensor of 1 to 4 dims; a bool mask becomes 0/1."""
-    if not isinstance(mask, Tensor):
-        raise ValueError(
-            f"{name}: expected a tensor of shape {MASK_SHAPES}, got {type(mask).__name__}"
-        )
+    check_tensor(name, mask, f"a tensor of shape {MASK_SHAPES}")
     if mask.dtype == torch.bool:
         mask = mask.to(torch.get_default_dtype())
     if mask.is_complex() and not allow_complex:
@@ -62,9 +61,9 @@ def mask_for(
 
 def check_image(x, name: str, *, complex_required: bool = False) -> Tensor:
     """``x`` must be a ``(B, C, H, W)`` tensor (complex when required)."""
-    if not isinstance(x, Tensor) or x.ndim != 4:
-        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"{name}: expected a tensor of shape (B, C, H, W), got {got}")
+    check_tensor(name, x, "a tensor of shape (B, C, H, W)")
+    if x.ndim != 4:
+        raise ValueError(f"{name}: expected a tensor of shape (B, C, H, W), got {tuple(x.shape)}")
     if complex_required and not x.is_complex():
         raise ValueError(f"{name}: expected a complex tensor, got dtype {x.dtype}")
     return x

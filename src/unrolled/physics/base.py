@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from .._validation import describe
 from ..linalg.operator import LinearOperator
 
 __all__ = ["Physics"]
@@ -19,7 +20,7 @@ class Physics(LinearOperator):
     def __init__(self, noise: nn.Module | None = None):
         super().__init__()
         if noise is not None and not callable(noise):
-            raise ValueError(f"noise: expected a noise module or None, got {type(noise).__name__}")
+            raise TypeError(f"noise: expected a noise module or None, got {describe(noise)}")
         self.noise = noise
 
     def forward(self, x: Tensor) -> Tensor:

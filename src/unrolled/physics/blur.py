@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from .._validation import check_choice, check_instance, check_tensor
 from .base import Physics
 from .convolution import (
     PADDINGS,
@@ -58,10 +59,8 @@ class Blur(Physics):
 
     def __init__(self, kernel: Tensor, padding: str = "valid", noise=None, fft="auto"):
         super().__init__(noise=noise)
-        if padding not in PADDINGS:
-            raise ValueError(f"padding: expected one of {PADDINGS}, got {padding!r}")
-        if fft not in (True, False, "auto"):
-            raise ValueError(f"fft: expected True, False or 'auto', got {fft!r}")
+        check_choice("padding", padding, PADDINGS)
+        _check_fft(fft)
         self.padding = padding
         self.fft = fft
         _check_kernel(kernel)
@@ -78,9 +77,11 @@ class Blur(Physics):
 
     def _check_image(self, x: Tensor, name: str) -> Tensor:
         """Check ``x`` and the kernel against each other; return the kernel as 4-D."""
-        if not isinstance(x, Tensor) or x.ndim != 4:
-            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"{name}: expected a tensor of shape (B, C, H, W), got {got}")
+        check_tensor(name, x, "a tensor of shape (B, C, H, W)")
+        if x.ndim != 4:
+            raise ValueError(
+                f"{name}: expected a tensor of shape (B, C, H, W), got {tuple(x.shape)}"
+            )
         if not (x.is_floating_point() or x.is_complex()):
             # conv2d would cast the kernel to integers (mostly zeros): a silent wrong answer.
             raise ValueError(f"{name}: expected a floating or complex tensor, got {x.dtype}")
@@ -306,9 +307,15 @@ class Blur(Physics):
         return f"kernel={tuple(self.kernel.shape)}, padding={self.padding!r}"
 
 
+def _check_fft(fft) -> None:
+    expected = "True, False or 'auto'"
+    check_instance("fft", fft, (bool, str), expected)
+    if isinstance(fft, str) and fft != "auto":
+        raise ValueError(f"fft: expected {expected}, got {fft!r}")
+
+
 def _check_kernel(kernel) -> None:
-    if not isinstance(kernel, Tensor):
-        raise ValueError(f"kernel: expected a tensor, got {type(kernel).__name__}")
+    check_tensor("kernel", kernel, "a tensor")
     if kernel.ndim not in (2, 4) or kernel.shape[-1] < 1 or kernel.shape[-2] < 1:
         raise ValueError(
             f"kernel: expected shape (kh, kw) or (B, C, kh, kw), got {tuple(kernel.shape)}"

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from .._validation import check_int, check_shape, check_tensor, is_integer
 from . import _util
 from .base import Physics
 
@@ -51,18 +52,10 @@ class CompressedSensing(Physics):
         noise=None,
     ):
         super().__init__(noise=noise)
-        if isinstance(m, bool) or not isinstance(m, int) or m < 1:
-            raise ValueError(f"m: expected an integer >= 1, got {m!r}")
-        shape = (n,) if isinstance(n, int) and not isinstance(n, bool) else n
-        try:
-            shape = tuple(int(s) for s in shape)
-            valid = len(shape) >= 1 and all(s >= 1 for s in shape)
-        except TypeError:
-            valid = False
-        if not valid:
-            raise ValueError(f"n: expected a positive integer or an input shape, got {n!r}")
-        if not isinstance(max_factor_size, int) or max_factor_size < 0:
-            raise ValueError(f"max_factor_size: expected an integer >= 0, got {max_factor_size!r}")
+        check_int("m", m, minimum=1)
+        expected = "a positive integer or an input shape"
+        shape = check_shape("n", (n,) if is_integer(n) else n, expected=expected)
+        check_int("max_factor_size", max_factor_size, minimum=0)
         self.input_shape = shape
         self.max_factor_size = max_factor_size
         size = math.prod(shape)
@@ -76,17 +69,20 @@ class CompressedSensing(Physics):
             else:
                 matrix = torch.randn(m, size, generator=gen, dtype=torch.float64) / math.sqrt(m)
             matrix = matrix.to(dtype)
-        elif not isinstance(matrix, Tensor) or tuple(matrix.shape) != (m, size):
-            got = tuple(matrix.shape) if isinstance(matrix, Tensor) else type(matrix).__name__
-            raise ValueError(f"matrix: expected shape ({m}, {size}) = (m, prod(n)), got {got}")
+        else:
+            check_tensor("matrix", matrix, f"a tensor of shape ({m}, {size}) = (m, prod(n))")
+            if tuple(matrix.shape) != (m, size):
+                raise ValueError(
+                    f"matrix: expected shape ({m}, {size}) = (m, prod(n)), "
+                    f"got {tuple(matrix.shape)}"
+                )
         _util.keep_tensor(self, "matrix", matrix)
         self._factors: dict = {}  # not a tensor attribute: never in state_dict or the backward
 
     # -- the operator -----------------------------------------------------------------
 
     def _matrix_for(self, x: Tensor, name: str) -> Tensor:
-        if not isinstance(x, Tensor):
-            raise ValueError(f"{name}: expected a tensor, got {type(x).__name__}")
+        check_tensor(name, x, "a tensor")
         if self.matrix.is_complex() and not x.is_complex():
             raise ValueError(
                 f"{name}: expected a complex tensor (the matrix is complex), got {x.dtype}"

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from .._validation import check_choice, check_int
 from . import _util
 from .base import Physics
 from .blur import PADDINGS, Blur
@@ -51,10 +52,8 @@ class Downsampling(Physics):
         noise=None,
     ):
         super().__init__(noise=noise)
-        if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
-            raise ValueError(f"factor: expected an integer >= 1, got {factor!r}")
-        if padding not in PADDINGS:
-            raise ValueError(f"padding: expected one of {PADDINGS}, got {padding!r}")
+        check_int("factor", factor, minimum=1)
+        check_choice("padding", padding, PADDINGS)
         self.factor = factor
         self.padding = padding
         if isinstance(kernel, str):

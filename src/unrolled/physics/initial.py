@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .._validation import check_choice
 from ..linalg.operator import LinearOperator
 from .blur import Blur
 from .downsampling import Downsampling
@@ -88,8 +89,7 @@ def initial_estimate(physics: LinearOperator, y: Tensor, method: str = "auto") -
             operators that average pixels with nonnegative weights (blur, downsampling,
             inpainting), ``A^H y`` otherwise (MRI, compressed sensing).
     """
-    if method not in INITIAL_ESTIMATES:
-        raise ValueError(f"method: expected one of {INITIAL_ESTIMATES}, got {method!r}")
+    check_choice("method", method, INITIAL_ESTIMATES)
     if method == "auto":
         method = "normalized_adjoint" if _has_nonnegative_weights(physics) else "adjoint"
     if method == "adjoint":

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from .._validation import check_int, check_number_or_tensor
+
 __all__ = ["MAX_KERNEL_SIZE", "gaussian_kernel"]
 
 #: the largest Gaussian kernel side gaussian_kernel makes (a bound on memory, 16M taps)
@@ -28,6 +30,9 @@ def gaussian_kernel(
             tensor sigma gives a kernel differentiable in it.
         size: ``h`` (= ``w``) or ``(h, w)``; default ``2 * ceil(3 sigma) + 1`` per axis.
     """
+    expected = "a number, (sigma_y, sigma_x) or a tensor"
+    for s in sigma if isinstance(sigma, (tuple, list)) else (sigma,):
+        check_number_or_tensor("sigma", s, expected)  # a bool would become 1.0
     sig = torch.as_tensor(sigma, dtype=dtype or torch.get_default_dtype(), device=device)
     if sig.ndim == 0:
         sig = sig.expand(2)
@@ -44,15 +49,11 @@ def gaussian_kernel(
                 f"sigma={sig.tolist()}; pass size= (or blur a downsampled image)"
             )
         size = tuple(2 * math.ceil(3 * float(s)) + 1 for s in sig)
-    elif isinstance(size, int):
+    elif not isinstance(size, (tuple, list)):
         size = (size, size)
-    size = tuple(size)
-    if len(size) != 2 or any(
-        not isinstance(s, int) or isinstance(s, bool) or not 1 <= s <= MAX_KERNEL_SIZE for s in size
-    ):
-        raise ValueError(
-            f"size: expected an integer in [1, {MAX_KERNEL_SIZE}] or (h, w), got {size!r}"
-        )
+    if len(size) != 2:
+        raise ValueError(f"size: expected an integer or (h, w), got {tuple(size)!r}")
+    size = tuple(check_int("size", s, minimum=1, maximum=MAX_KERNEL_SIZE) for s in size)
     axes = []
     for n, s in zip(size, sig, strict=True):
         d = (torch.arange(n, dtype=sig.dtype, device=sig.device) - (n - 1) / 2).abs()

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from .._validation import check_int, check_real, check_shape, check_tensor
 from . import _util
 from .base import Physics
 
@@ -39,13 +40,7 @@ def ifft2c(k: Tensor) -> Tensor:
 def _check_img_size(img_size) -> tuple[int, int] | None:
     if img_size is None:
         return None
-    try:
-        size = tuple(int(s) for s in img_size)
-    except TypeError:
-        size = ()
-    if len(size) != 2 or min(size) < 1:
-        raise ValueError(f"img_size: expected (H, W) with positive sides, got {img_size!r}")
-    return size
+    return check_shape("img_size", img_size, length=2, expected="(H, W) with positive sides")
 
 
 class MRI(Physics):
@@ -133,15 +128,10 @@ class MultiCoilMRI(Physics):
     def __init__(self, mask: Tensor, coil_maps: Tensor, noise=None):
         super().__init__(noise=noise)
         mask = _util.check_mask_tensor(mask, allow_complex=False)
-        if not isinstance(coil_maps, Tensor) or coil_maps.ndim != 4:
-            got = (
-                tuple(coil_maps.shape)
-                if isinstance(coil_maps, Tensor)
-                else type(coil_maps).__name__
-            )
-            raise ValueError(
-                f"coil_maps: expected a tensor of shape (B or 1, Ncoils, H, W), got {got}"
-            )
+        expected = "a tensor of shape (B or 1, Ncoils, H, W)"
+        check_tensor("coil_maps", coil_maps, expected)
+        if coil_maps.ndim != 4:
+            raise ValueError(f"coil_maps: expected {expected}, got {tuple(coil_maps.shape)}")
         if not coil_maps.is_complex():
             raise ValueError(f"coil_maps: expected a complex tensor, got dtype {coil_maps.dtype}")
         # Batch sizes 1 and B mix freely; check the mask against the coil maps' geometry.
@@ -224,16 +214,10 @@ def cartesian_mask(
     (at least 1) around the centre, and random others until ``round(W / acceleration)``
     lines are sampled in all. Deterministic for a given ``seed`` (drawn on the CPU).
     """
-    try:
-        h, w = (int(s) for s in shape)
-    except (TypeError, ValueError):
-        raise ValueError(f"shape: expected (H, W), got {shape!r}") from None
-    if h < 1 or w < 1:
-        raise ValueError(f"shape: expected positive sides, got {(h, w)}")
-    if not acceleration >= 1:
-        raise ValueError(f"acceleration: expected a number >= 1, got {acceleration!r}")
-    if not 0 <= center_fraction <= 1:
-        raise ValueError(f"center_fraction: expected a number in [0, 1], got {center_fraction!r}")
+    h, w = check_shape("shape", shape, length=2, expected="(H, W) with positive sides")
+    check_real("acceleration", acceleration, minimum=1)
+    check_real("center_fraction", center_fraction, minimum=0, maximum=1)
+    check_int("seed", seed, allow_none=True)
     total = max(1, round(w / acceleration))
     center = min(total, max(1, round(w * center_fraction)))
     start = w // 2 - center // 2  # the DC column of the centred spectrum is w // 2
@@ -262,14 +246,10 @@ def smooth_coil_maps(
     ncoils``, times a smooth phase ``exp(i (a_c . r + b_c))`` with a random linear ramp
     and offset from ``seed``. ``normalize`` scales them so ``sum_c |S_c|^2 = 1``.
     """
-    if isinstance(ncoils, bool) or not isinstance(ncoils, int) or ncoils < 1:
-        raise ValueError(f"ncoils: expected an integer >= 1, got {ncoils!r}")
-    try:
-        h, w = (int(s) for s in shape)
-    except (TypeError, ValueError):
-        raise ValueError(f"shape: expected (H, W), got {shape!r}") from None
-    if not width > 0:
-        raise ValueError(f"width: expected a number > 0, got {width!r}")
+    check_int("ncoils", ncoils, minimum=1)
+    h, w = check_shape("shape", shape, length=2, expected="(H, W) with positive sides")
+    check_real("width", width, positive=True)
+    check_int("seed", seed, allow_none=True)
     if not dtype.is_complex:
         raise ValueError(f"dtype: expected a complex dtype, got {dtype}")
     gen = torch.Generator().manual_seed(seed) if seed is not None else None

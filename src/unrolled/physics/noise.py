@@ -7,6 +7,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .._validation import check_real, check_tensor, describe, is_integer
+
 __all__ = ["GaussianNoise", "PoissonNoise", "make_generator"]
 
 
@@ -14,10 +16,10 @@ def make_generator(generator: torch.Generator | int | None) -> torch.Generator |
     """A CPU ``torch.Generator`` from a seed, or the generator itself (``None``: global RNG)."""
     if generator is None or isinstance(generator, torch.Generator):
         return generator
-    if isinstance(generator, bool) or not isinstance(generator, int):
-        raise ValueError(
+    if not is_integer(generator):
+        raise TypeError(
             f"generator: expected a torch.Generator, an integer seed or None, "
-            f"got {type(generator).__name__}"
+            f"got {describe(generator)}"
         )
     return torch.Generator().manual_seed(generator)
 
@@ -35,24 +37,16 @@ MAX_POISSON_RATE = 1e18
 
 
 def _check_measurement(y) -> None:
-    if not isinstance(y, Tensor):
-        raise ValueError(f"y: expected a torch.Tensor, got {type(y).__name__}")
+    check_tensor("y", y)
     if not (y.is_floating_point() or y.is_complex()):
         raise ValueError(f"y: expected a floating or complex tensor, got dtype {y.dtype}")
 
 
 def _check_level(name: str, value) -> None:
-    if isinstance(value, Tensor):
-        bad = bool((value < 0).any() or ~torch.isfinite(value).all())
-    else:
-        bad = (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-            or value < 0
-        )
-    if bad:
-        raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
+    if not isinstance(value, Tensor):
+        check_real(name, value, minimum=0)
+    elif bool((value < 0).any() or ~torch.isfinite(value).all()):
+        raise ValueError(f"{name}: expected finite values >= 0, got {value.detach().tolist()}")
 
 
 class GaussianNoise(nn.Module):

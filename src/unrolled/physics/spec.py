@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
+from .._validation import check_instance
 from .base import Physics
 from .blur import PADDINGS, Blur
 from .compressed_sensing import CompressedSensing
@@ -172,8 +173,9 @@ def physics_from_spec(
         image_size: ``(H, W)`` of the images; needed for inpainting and MRI.
         dtype: the real dtype of the images (default: torch's default dtype).
     """
-    if not isinstance(spec, dict) or spec.get("operator") not in OPERATORS:
-        got = spec.get("operator") if isinstance(spec, dict) else type(spec).__name__
+    check_instance("physics", spec, dict, f"a spec (a dict) with operator in {OPERATORS}")
+    if spec.get("operator") not in OPERATORS:
+        got = spec.get("operator")
         raise ValueError(f"physics: expected a spec with operator in {OPERATORS}, got {got!r}")
     sigma = float(_get(spec, "noise_sigma"))
     return _operator(spec, image_size, dtype, GaussianNoise(sigma) if sigma > 0 else None)
