@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = config_from_args(args)
-    except ValueError as err:
+    except (TypeError, ValueError) as err:
         print(f"benchmarks.run: {err}", file=sys.stderr)
         return 2
     device = torch.device(cfg.device)

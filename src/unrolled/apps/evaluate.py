@@ -212,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
     """Entry point: 0 on success, 2 on a bad file, folder or setting (one line)."""
     try:
         print(evaluate(args))
-    except (ModelFileError, ValueError, ImportError, OSError) as err:
+    except (ModelFileError, TypeError, ValueError, ImportError, OSError) as err:
         print(f"unrolled eval: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -103,7 +103,7 @@ def _folder(path: str, key: str, data: dict, shown: set[str], **kwargs):
             folder = datasets.ImageFolder(
                 path, check_files=True, skip_unreadable=data["skip_bad_images"], **kwargs
             )
-    except (OSError, ValueError) as err:
+    except (OSError, TypeError, ValueError) as err:
         raise ConfigError(f"{key}: {err}") from err
     for w in skipped:  # the evaluation set may be the same folder: once is enough
         line = f"warning: {path}: " + str(w.message).replace("\n", "\n  ")

@@ -28,6 +28,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from .._validation import check_int
+
 __all__ = [
     "agreed_signal",
     "all_reduce_sum",
@@ -203,8 +205,7 @@ def launch(
     code (``fn``'s integer return value, ``128 + signal`` for a killed process, 1 for an
     exception, whose traceback is printed).
     """
-    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
-        raise ValueError(f"nproc: expected an integer >= 1, got {nproc!r}")
+    check_int("nproc", nproc, minimum=1)
     import torch.multiprocessing as mp
 
     port = free_port(host) if port is None else port

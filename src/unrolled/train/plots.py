@@ -14,6 +14,7 @@ from pathlib import Path
 
 from torch import Tensor
 
+from .._validation import check_int
 from .files import atomic_write_bytes
 from .metrics import psnr
 
@@ -121,8 +122,7 @@ def plot_reconstructions(
         baseline: ``(label, estimates)`` of a classical reconstruction, shown beside the
             estimate.
     """
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"n: expected an integer >= 1, got {n!r}")
+    check_int("n", n, minimum=1)
     for name, t in (("x_hat", x_hat), ("x", x)):
         if not isinstance(t, Tensor) or t.ndim != 4:
             got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__

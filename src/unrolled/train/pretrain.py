@@ -15,6 +15,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from .._validation import check_int, check_real
 from .seeding import derive_seed, epoch_batches
 
 __all__ = ["pretrain_denoiser"]
@@ -36,10 +37,8 @@ def pretrain_denoiser(
     decay of ``lr``); returns the loss per step. ``data`` yields batches ``(B, C, H, W)``
     (cycled as often as needed); the noise is drawn from ``seed`` and the step only, so
     the run is reproducible."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps: expected an integer >= 0, got {steps!r}")
-    if not (isinstance(sigma_max, (int, float)) and sigma_max > 0):
-        raise ValueError(f"sigma_max: expected a number > 0, got {sigma_max!r}")
+    check_int("steps", steps, minimum=0)
+    check_real("sigma_max", sigma_max, positive=True)
     device = torch.device(device)
     denoiser.to(device)
     optimizer = torch.optim.Adam(denoiser.parameters(), lr=lr)

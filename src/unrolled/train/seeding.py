@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from .._validation import check_int
+
 __all__ = [
     "derive_seed",
     "seeded_noise",
@@ -102,10 +104,8 @@ def make_loader(
     ``(seed, epoch)``, the same on every process. Any ``DataLoader`` works with the
     trainer; this one just needs no adjustment.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed: expected an integer >= 0, got {seed!r}")
+    check_int("batch_size", batch_size, minimum=1)
+    check_int("seed", seed, minimum=0)
     if distributed is None:
         from .distributed import is_distributed
 

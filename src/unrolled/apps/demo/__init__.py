@@ -209,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
         resolved = cfg.resolved()
         build_data(resolved)
         build_physics(resolved)
-    except (ValueError, ImportError, OSError) as err:
+    except (TypeError, ValueError, ImportError, OSError) as err:
         print(f"unrolled demo: error: {err}", file=sys.stderr)
         return 2
     run_demo(cfg)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
-import math
 from dataclasses import asdict, dataclass, field
 
 import torch
 
+from ..._validation import check_bool, check_int, check_real
 from ...linalg.prox import BACKWARD_MODES
 
 __all__ = [
@@ -115,20 +115,14 @@ def parse_data(text: str) -> str:
 
 
 def _positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+    check_int(name, value, minimum=1)
 
 
 def _positive_float(name: str, value, *, allow_zero: bool = False) -> None:
-    ok = (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and (value >= 0 if allow_zero else value > 0)
-    )
-    if not ok:
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name}: expected a finite number {bound}, got {value!r}")
+    if allow_zero:
+        check_real(name, value, minimum=0.0)
+    else:
+        check_real(name, value, positive=True)
 
 
 @dataclass(frozen=True)
@@ -205,18 +199,10 @@ class DemoConfig:
             _positive_int(name, getattr(self, name))
         for name in ("finetune_steps", "finetune_size", "factor"):
             _positive_int(name, getattr(self, name))
-        if not isinstance(self.pretrained, bool):
-            raise ValueError(f"pretrained: expected a bool, got {self.pretrained!r}")
-        if isinstance(self.depth, bool) or not isinstance(self.depth, int) or self.depth < 2:
-            raise ValueError(f"depth: expected an integer >= 2, got {self.depth!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed: expected an integer >= 0, got {self.seed!r}")
-        if (
-            isinstance(self.acceleration, bool)
-            or not isinstance(self.acceleration, int)
-            or self.acceleration < 1
-        ):
-            raise ValueError(f"acceleration: expected an integer >= 1, got {self.acceleration!r}")
+        check_bool("pretrained", self.pretrained)
+        check_int("depth", self.depth, minimum=2)
+        check_int("seed", self.seed, minimum=0)
+        check_int("acceleration", self.acceleration, minimum=1)
         for name in ("lr", "stepsize", "sigma", "blur_sigma", "finetune_lr"):
             _positive_float(name, getattr(self, name))
         for name in ("tol", "noise"):
