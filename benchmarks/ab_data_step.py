@@ -41,6 +41,14 @@ def load_other(src: str, name: str = "unrolled_base"):
     return module
 
 
+def _prox_with_info(lib, physics, z, y, gamma, solver):
+    """The prox and its solve statistics, in either version's spelling (a version before
+    ``prox_l2_with_info`` asked for them with ``return_info=True``)."""
+    if hasattr(lib.linalg, "prox_l2_with_info"):
+        return lib.linalg.prox_l2_with_info(physics, z, y, gamma, solver=solver)
+    return lib.prox_l2(physics, z, y, gamma, solver=solver, return_info=True)
+
+
 def compare(base, size: int, *, rounds: int = 14, warmup: int = 2) -> dict:
     g = torch.Generator().manual_seed(0)
     x = torch.rand(8, 3, size, size, generator=g)
@@ -60,7 +68,7 @@ def compare(base, size: int, *, rounds: int = 14, warmup: int = 2) -> dict:
             z = physics.A_adjoint(y).requires_grad_()
             start = time.perf_counter()
             solver = lib.CG(max_iter=100, tol=1e-8)
-            h, info = lib.linalg.prox_l2_with_info(physics, z, y, gamma, solver=solver)
+            h, info = _prox_with_info(lib, physics, z, y, gamma, solver)
             h.backward(v)
             if r >= warmup:
                 times[name].append(time.perf_counter() - start)
