@@ -225,6 +225,10 @@ def cg(
     rz = batch_inner(r, z)
     floor_zone = FLOOR_ZONE * torch.finfo(real_dtype).eps * b_norm
     last_floor_check = 0
+    # Hoisted out of the loop: at small images each tensor call costs as much as its work.
+    sample_shape = (-1,) + (1,) * (b.ndim - 1)
+    zero = torch.zeros((), dtype=real_dtype, device=device)
+    one = torch.ones((), dtype=real_dtype, device=device)
     # Replay runs each sample's recorded count; a normal solve stops at max_iter at most.
     limit = (int(target.max()) if batch else 0) if replay else max_iter
     k = 0
@@ -236,33 +240,36 @@ def cg(
         # Inactive samples (and a breakdown, pkp = 0, which only happens at r = 0) take a
         # zero step, so their x and r stay exactly as they are; their beta is zero too,
         # which keeps their p bounded.
-        step = active & (pkp > 0)
-        alpha = torch.where(step, rz / torch.where(step, pkp, 1.0), 0.0)
-        alpha_b = _per_sample(alpha, b).to(b.dtype)
+        step = (pkp > zero).logical_and_(active)
+        alpha_b = _masked_ratio(rz, pkp, step, zero, one, in_place).view(sample_shape)
+        if alpha_b.dtype != b.dtype:
+            alpha_b = alpha_b.to(b.dtype)
         if in_place:
             x.addcmul_(alpha_b, p)
             r.addcmul_(alpha_b, kp, value=-1)
         else:
             x = torch.addcmul(x, alpha_b, p)
             r = torch.addcmul(r, alpha_b, kp, value=-1)
-        its = its + active.to(torch.int64)
         k += 1
+        # A sample once inactive stays so: its count is the last k at which it was active.
+        its.masked_fill_(active, k)
 
         z = precond(r) if precond is not None else r
         rz_new = batch_inner(r, z)
-        beta_b = _per_sample(torch.where(step, rz_new / torch.where(step, rz, 1.0), 0.0), b)
-        if in_place:
-            p.mul_(beta_b.to(b.dtype)).add_(z)
-        else:
-            p = torch.addcmul(z, beta_b.to(b.dtype), p)
+        beta_b = _masked_ratio(rz_new, rz, step, zero, one, in_place).view(sample_shape)
+        if beta_b.dtype != b.dtype:
+            beta_b = beta_b.to(b.dtype)
+        # p <- z + beta p; writing into p while reading it is safe (elementwise, same index)
+        p = torch.addcmul(z, beta_b, p, out=p) if in_place else torch.addcmul(z, beta_b, p)
         rz = rz_new
         # Without a preconditioner <r, z> is ||r||^2 already.
         r_norm = rz.clamp_min(0).sqrt() if precond is None else batch_norm(r)
 
+        # (active is the solver's own tensor: updated in place, one call less)
         if replay:
-            active = active & (its < target)
+            active.logical_and_(its < target)
             continue
-        active = active & (r_norm > threshold)
+        active.logical_and_(r_norm > threshold)
         if stop_at_floor and _floor_check_due(
             k, last_floor_check, floor_check_every, check_every, active, r_norm, floor_zone
         ):
@@ -301,6 +308,14 @@ def cg(
     if 2 in codes:
         _report_failure(info, on_failure, what)
     return x, info
+
+
+def _masked_ratio(num: Tensor, den: Tensor, mask: Tensor, zero, one, no_grad: bool) -> Tensor:
+    """``num / den`` where ``mask``, 0 elsewhere. Under autograd the denominator is masked
+    too: a 0 / 0 in the discarded branch would still make its gradient NaN."""
+    if no_grad:
+        return torch.where(mask, num / den, zero)
+    return torch.where(mask, num / torch.where(mask, den, one), zero)
 
 
 def _floor_check_due(k, last, every, check_every, active, r_norm, zone) -> bool:
