@@ -74,7 +74,7 @@ def iterative_prox(
 
 def _system(op, gamma: Tensor, like: Tensor):
     """``x -> (A^H A + I / gamma) x``, added in place into the fresh ``A^H A x`` where no
-    graph is built (one temporary less per CG iteration, the same rounding)."""
+    graph is built (one temporary and one call less per CG iteration, the same rounding)."""
     normal = op.normal_map(like)
 
     def matvec(x: Tensor) -> Tensor:
@@ -84,7 +84,7 @@ def _system(op, gamma: Tensor, like: Tensor):
         shared = out.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
         if torch.is_grad_enabled() or shared or out.shape != x.shape:
             return out + x / gamma
-        return out.add_(x / gamma)
+        return out.addcdiv_(x, gamma)
 
     return matvec
 

@@ -26,6 +26,7 @@ from .convolution import (
     kernel_pads,
     pad_adjoint,
     valid_conv_adjoint,
+    valid_window,
 )
 from .fourier import apply_spectrum, kernel_spectrum
 from .fourier import spectral_solve as fourier_solve
@@ -141,9 +142,16 @@ class Blur(Physics):
         self.output_shape(like.shape)
         spectrum = self._spectrum_for(like, like.shape[-2:])
         padding = self.padding
+        extras = {}
+        if spectrum is not None and padding == "valid":
+            # built once per solve, not once per CG iteration
+            extras["adjoint"] = spectrum.conj().resolve_conj()
+            extras["window"] = valid_window(
+                like.shape[-2:], k.shape[-2:], dtype=like.dtype, device=like.device
+            )
 
         def normal(x: Tensor) -> Tensor:
-            return blur_normal(x, k, padding, spectrum)
+            return blur_normal(x, k, padding, spectrum, **extras)
 
         return normal
 
@@ -229,7 +237,9 @@ class Blur(Physics):
             if key not in cache:
                 spectrum = self._spectrum(r, r.shape[-2:], centred=True)
                 cache.clear()
-                cache[key] = 1 / (spectrum.abs() ** 2 + 1 / gamma.to(spectrum.real.dtype))
+                inverse = 1 / (spectrum.abs() ** 2 + 1 / gamma.to(spectrum.real.dtype))
+                # complex already: a real multiplier is converted on every product
+                cache[key] = inverse.to(spectrum.dtype)
             return apply_spectrum(r, cache[key])
 
         return apply

@@ -36,6 +36,7 @@ __all__ = [
     "pad_adjoint",
     "valid_conv",
     "valid_conv_adjoint",
+    "valid_window",
 ]
 
 PADDINGS = ("valid", "circular", "reflect", "replicate", "zeros")
@@ -159,19 +160,42 @@ def blur_adjoint(y: Tensor, kernel: Tensor, padding: str, spectrum: Tensor | Non
     return out if padding == "valid" else pad_adjoint(out, kernel_pads(*kernel.shape[-2:]), padding)
 
 
-def blur_normal(x: Tensor, kernel: Tensor, padding: str, spectrum: Tensor | None = None) -> Tensor:
+def valid_window(grid, kernel_hw, *, dtype=None, device=None) -> Tensor:
+    """``(H, W)`` mask of the outputs of a valid convolution on the FFT ``grid``: 1 at the
+    outputs :func:`valid_conv` keeps, 0 on the first ``kh - 1`` rows and ``kw - 1``
+    columns (where the circular convolution wraps around)."""
+    (h, w), (kh, kw) = grid, kernel_hw
+    window = torch.ones((h, w), dtype=dtype, device=device)
+    window[: kh - 1, :] = 0
+    window[:, : kw - 1] = 0
+    return window
+
+
+def blur_normal(
+    x: Tensor,
+    kernel: Tensor,
+    padding: str,
+    spectrum: Tensor | None = None,
+    *,
+    adjoint: Tensor | None = None,
+    window: Tensor | None = None,
+) -> Tensor:
     """``A^H A x``. By FFT for circular padding as one multiplier ``|K_hat|^2`` (two FFTs
     instead of four), and for valid padding as ``K_hat^H W K_hat`` with ``W`` the window
-    of valid outputs, without cropping and re-padding in between."""
+    of valid outputs (:func:`valid_window`), without cropping and re-padding in between.
+
+    A solve applies this many times: it may pass ``adjoint`` (``spectrum.conj()``, best
+    resolved) and ``window`` (in ``x``'s dtype) built once instead of once per call."""
     if spectrum is None or padding not in ("circular", "valid"):
         return blur_adjoint(blur(x, kernel, padding, spectrum), kernel, padding, spectrum)
     if padding == "circular":
         return apply_spectrum(x, spectrum.abs() ** 2)
-    kh, kw = kernel.shape[-2:]
+    if adjoint is None:
+        adjoint = spectrum.conj()
+    if window is None:
+        window = valid_window(x.shape[-2:], kernel.shape[-2:], dtype=x.dtype, device=x.device)
     full = apply_spectrum(x, spectrum)
-    if torch.is_grad_enabled():  # out of place: autograd needs the intermediate
-        full = F.pad(full[..., kh - 1 :, kw - 1 :], (kw - 1, 0, kh - 1, 0))
-    else:  # the outputs that wrap around are the ones "valid" drops
-        full[..., : kh - 1, :] = 0
-        full[..., :, : kw - 1] = 0
-    return apply_spectrum(full, spectrum.conj())
+    # the outputs that wrap around are the ones "valid" drops; out of place under
+    # autograd, which needs the intermediate
+    full = full * window if torch.is_grad_enabled() else full.mul_(window)
+    return apply_spectrum(full, adjoint)
