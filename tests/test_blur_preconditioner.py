@@ -172,6 +172,25 @@ def test_cached_spectrum_follows_the_kernel():
         assert rel(op.A(x), Blur(3 * k, "valid", fft=False).A(x)) < 1e-13
 
 
+def test_kept_boundary_weights_follow_the_kernel():
+    # The boundary preconditioner's weights are kept between solves like the spectra:
+    # an in-place update and a new kernel tensor both rebuild them.
+    g = torch.Generator().manual_seed(11)
+    k = torch.rand(5, 5, dtype=F64, generator=g)
+    k[0, 0] = 0.0
+    op = Blur(k.clone(), "valid")
+    r = torch.randn(1, 1, 9, 9, dtype=F64, generator=g)
+    gamma = torch.tensor(3.0, dtype=F64)
+    with torch.no_grad():
+        op.boundary_preconditioner(gamma)(r)  # keeps the weights for this grid
+        op.kernel[0, 0] = 1.0  # another coverage: the corner pixel is now seen
+        fresh = Blur(op.kernel.clone(), "valid").boundary_preconditioner(gamma)(r)
+        assert rel(op.boundary_preconditioner(gamma)(r), fresh) < 1e-14
+        op.kernel = k.clone()
+        fresh = Blur(k.clone(), "valid").boundary_preconditioner(gamma)(r)
+        assert rel(op.boundary_preconditioner(gamma)(r), fresh) < 1e-14
+
+
 def test_trainable_kernel_gets_its_gradient_through_the_cached_path():
     g = torch.Generator().manual_seed(8)
     k = torch.rand(4, 4, dtype=F64, generator=g, requires_grad=True)

@@ -160,20 +160,30 @@ class Blur(Physics):
     def _spectrum(self, like: Tensor, grid, *, centred: bool) -> Tensor:
         """The kernel's DFT on ``grid``, in ``like``'s precision (half spectrum if real).
 
-        Kept between calls while the kernel is the same tensor at the same version and no
-        graph through it is being built (a CG solve calls this twice per iteration; at
-        small images building the spectrum cost as much as using it)."""
-        k = self.kernel
+        Kept between calls (:meth:`_kept`): a CG solve calls this twice per iteration; at
+        small images building the spectrum cost as much as using it."""
         real = like.real.dtype if like.is_complex() else like.dtype
-        key = (tuple(grid), centred, like.is_complex(), real, like.device)
+        key = ("spectrum", tuple(grid), centred, like.is_complex(), real, like.device)
+
+        def build():
+            k4 = self._kernel4d().to(real)
+            origin = (k4.shape[-2] // 2, k4.shape[-1] // 2) if centred else (0, 0)
+            return kernel_spectrum(k4, grid, origin, real=not like.is_complex())
+
+        return self._kept(key, build)
+
+    def _kept(self, key, build):
+        """``build()``, kept between calls while the kernel is the same tensor at the same
+        version and no graph through it is being built: what depends on the kernel only
+        (spectra, the boundary preconditioner's weights) is made once, not once per
+        call or per solve."""
+        k = self.kernel
         cacheable = not (torch.is_grad_enabled() and k.requires_grad)
         cache = self.__dict__.get("_spectra")
         fresh = cache is not None and cache[0]() is k and cache[1] == k._version
         if cacheable and fresh and key in cache[2]:
             return cache[2][key]
-        k4 = self._kernel4d().to(real)
-        origin = (k4.shape[-2] // 2, k4.shape[-1] // 2) if centred else (0, 0)
-        spectrum = kernel_spectrum(k4, grid, origin, real=not like.is_complex())
+        value = build()
         if cacheable:
             if not fresh:
                 cache = (weakref.ref(k), k._version, {})
@@ -181,8 +191,8 @@ class Blur(Physics):
                 self.__dict__["_spectra"] = cache
             if len(cache[2]) >= 8:  # many grids (varying image sizes): keep the latest
                 cache[2].clear()
-            cache[2][key] = spectrum
-        return spectrum
+            cache[2][key] = value
+        return value
 
     def _use_fft(self) -> bool:
         if self.fft == "auto":
@@ -265,13 +275,20 @@ class Blur(Physics):
             key = (tuple(r.shape), r.dtype, r.device)
             if key not in cache:
                 real = r.real.dtype if r.is_complex() else r.dtype
-                # floored at the dtype's tiniest positive number: a kernel with zero taps
-                # can leave pixels unseen, and under autograd ("unroll") w^power and its
-                # square root need a finite derivative there
-                coverage = self.coverage(r.shape[-2:], dtype=real, device=r.device)
-                w = coverage.clamp_min(torch.finfo(real).tiny) ** power
+
+                def weights():
+                    # floored at the dtype's tiniest positive number: a kernel with zero
+                    # taps can leave pixels unseen, and under autograd ("unroll") w^power
+                    # and its square root need a finite derivative there
+                    coverage = self.coverage(r.shape[-2:], dtype=real, device=r.device)
+                    w = coverage.clamp_min(torch.finfo(real).tiny) ** power
+                    return w.sqrt(), 1 - w
+
+                # the weights depend on the kernel only: kept between solves
+                key_w = ("boundary", tuple(r.shape[-2:]), power, real, r.device)
+                root, unseen = self._kept(key_w, weights)
                 cache.clear()
-                cache[key] = (w.sqrt(), gamma.to(real) * (1 - w))
+                cache[key] = (root, gamma.to(real) * unseen)
             root, rest = cache[key]
             return root * fourier(root * r) + rest * r
 
