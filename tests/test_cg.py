@@ -107,6 +107,26 @@ def test_check_every_gives_identical_results():
     assert i1.iterations.tolist() == i7.iterations.tolist()
 
 
+def test_autograd_and_in_place_paths_compute_the_same_iterates():
+    # Without autograd CG updates its vectors in place, under it out of place; the two
+    # run the same arithmetic, so checkpoint's replay under autograd re-runs exactly the
+    # forward's solve. Ill-conditioned and cut short at max_iter, where any difference in
+    # rounding would grow to a visible one.
+    ev = torch.logspace(0, 5, 12)
+    for dtype in (torch.float32, torch.float64, torch.complex128):
+        k = spd_batch([ev, ev.flip(0), torch.linspace(1, 3, 12)], seed=4, dtype=dtype)
+        b = torch.randn(3, 12, dtype=dtype, generator=torch.Generator().manual_seed(5))
+        diag = torch.diagonal(k, dim1=1, dim2=2).real
+        for precond in (None, lambda r, d=diag: r / d):
+            kwargs = dict(precond=precond, max_iter=10, tol=1e-12, on_failure="ignore")
+            with torch.no_grad():
+                x_in_place, info = cg(matvec_of(k), b, **kwargs)
+            with torch.enable_grad():
+                x_graph, info_graph = cg(matvec_of(k), b.clone().requires_grad_(), **kwargs)
+            assert torch.equal(x_in_place, x_graph.detach())
+            assert torch.equal(info.iterations, info_graph.iterations)
+
+
 def test_failure_policies():
     k = spd_batch([torch.logspace(0, 4, 50)])
     b = torch.randn(1, 50, dtype=torch.float64)
