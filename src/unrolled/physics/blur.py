@@ -144,10 +144,15 @@ class Blur(Physics):
         padding = self.padding
         extras = {}
         if spectrum is not None and padding == "valid":
-            # built once per solve, not once per CG iteration
-            extras["adjoint"] = spectrum.conj().resolve_conj()
-            extras["window"] = valid_window(
-                like.shape[-2:], k.shape[-2:], dtype=like.dtype, device=like.device
+            # made once (kept with the spectrum), not once per CG iteration
+            grid = tuple(like.shape[-2:])
+            key = (grid, tuple(k.shape[-2:]), like.dtype, like.device)
+            extras["adjoint"] = self._kept(
+                ("adjoint", *key), lambda: spectrum.conj().resolve_conj()
+            )
+            extras["window"] = self._kept(
+                ("window", *key),
+                lambda: valid_window(grid, k.shape[-2:], dtype=like.dtype, device=like.device),
             )
 
         def normal(x: Tensor) -> Tensor:
@@ -189,7 +194,7 @@ class Blur(Physics):
                 cache = (weakref.ref(k), k._version, {})
                 # not through nn.Module.__setattr__: a private cache, never state
                 self.__dict__["_spectra"] = cache
-            if len(cache[2]) >= 8:  # many grids (varying image sizes): keep the latest
+            if len(cache[2]) >= 16:  # many grids (varying image sizes): keep the latest
                 cache[2].clear()
             cache[2][key] = value
         return value
