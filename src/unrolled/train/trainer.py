@@ -47,10 +47,17 @@ class Trainer:
         physics: an :class:`unrolled.physics.Physics` (``physics(x)`` adds noise).
         train_data: a ``DataLoader`` (or any re-iterable) of clean batches ``(B, C, H, W)``
             or of tuples whose first element is one.
-        eval_data, optimizer, loss, scheduler, callbacks, eval_callbacks, baselines,
-            baseline_data, ddp_options: the objects a run may be given (evaluation data,
-            an optimiser or a factory, ``loss(x_hat, x)``, ``fn(trainer, record)``
-            callbacks, the classical baselines...).
+        eval_data: batches like ``train_data``, for evaluation (fixed-seed noise).
+        optimizer: ``None`` (Adam at ``lr``), an optimiser, or a factory
+            ``params -> Optimizer``.
+        loss: ``loss(x_hat, x) -> scalar`` (default: mean squared error).
+        scheduler: a factory ``optimizer -> LR scheduler``, stepped after every step.
+        callbacks: ``fn(trainer, record)`` called after each step.
+        eval_callbacks: ``fn(trainer, record)`` called after each evaluation.
+        baselines: the classical reconstructions reported beside the model (``"auto"``,
+            a sequence of fitted baselines, or ``None``).
+        baseline_data: images the ``"auto"`` baselines' weights are picked on.
+        ddp_options: keyword arguments for ``DistributedDataParallel``.
         **settings: the plain settings (``epochs``, ``lr``, ``device``, ``seed``,
             ``out_dir``...), fields of :class:`~unrolled.train.TrainerSettings`.
 
