@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..physics import PADDINGS
+
 __all__ = [
     "MAX_SEED",
     "OPERATORS",
@@ -52,6 +54,13 @@ def _number(low: float, *, strict: bool, none: bool = False) -> Callable[[Any], 
         return v > low if strict else v >= low
 
     return check
+
+
+def _fraction(default: float, help: str) -> Key:
+    """A number in (0, 1]."""
+    return Key(
+        default, "a number in (0, 1]", lambda v: _number(0, strict=True)(v) and v <= 1, help=help
+    )
 
 
 def choice(default: Any, values: tuple, help: str = "") -> Key:
@@ -111,22 +120,10 @@ SCHEMA: dict[str, dict[str, Key] | Key] = {
             _int(1, none=True),
             help="blur",
         ),
-        "padding": choice(
-            "valid", ("valid", "circular", "reflect", "replicate", "zeros"), "blur, downsampling"
-        ),
-        "keep": Key(
-            0.5,
-            "a number in (0, 1]",
-            lambda v: _number(0, strict=True)(v) and v <= 1,
-            help="inpainting: the fraction of pixels kept",
-        ),
+        "padding": choice("valid", PADDINGS, "blur, downsampling"),
+        "keep": _fraction(0.5, "inpainting: the fraction of pixels kept"),
         "factor": Key(2, "an integer >= 1", _int(1), help="downsampling: the decimation factor"),
-        "ratio": Key(
-            0.5,
-            "a number in (0, 1]",
-            lambda v: _number(0, strict=True)(v) and v <= 1,
-            help="compressed_sensing: measurements per unknown",
-        ),
+        "ratio": _fraction(0.5, "compressed_sensing: measurements per unknown"),
         "acceleration": Key(4, "an integer >= 1", _int(1), help="mri, multicoil_mri"),
         "coils": Key(4, "an integer >= 1", _int(1), help="multicoil_mri"),
         "noise": choice("gaussian", ("gaussian", "none")),
