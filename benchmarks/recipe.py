@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 
 import torch
@@ -26,6 +27,7 @@ from unrolled.data import DeadLeaves, Interleaved, SampleImages
 from unrolled.evaluation import determined_region, fit_baselines, score_methods
 from unrolled.train import make_loader
 from unrolled.train.pretrain import pretrain_denoiser
+from unrolled.train.step import make_optimizer
 
 NOISE = 0.1
 POOL = 100_000  # training crops to draw from (random crops: effectively endless)
@@ -37,17 +39,28 @@ def parse() -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--crop", type=int, default=64)
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--features", type=int, default=32)
+    p.add_argument("--denoiser", choices=("dncnn", "unet"), default="dncnn")
+    p.add_argument("--features", type=int, default=32, help="DnCNN features, U-Net base")
+    p.add_argument("--depth", type=int, default=7, help="DnCNN depth")
+    p.add_argument("--levels", type=int, default=3, help="U-Net levels")
     p.add_argument("--layers", type=int, default=5)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--scalar-lr", type=float, default=None, help="default: --lr")
+    p.add_argument("--freeze-denoiser", action="store_true", help="train the scalars only")
+    p.add_argument("--warmup", type=int, default=0, help="steps of linear learning-rate warm-up")
     p.add_argument("--sched", choices=("cosine", "const"), default="cosine")
     p.add_argument(
-        "--init", choices=("adjoint", "normalized_adjoint"), default="normalized_adjoint"
+        "--init", choices=("adjoint", "normalized_adjoint", "smooth"), default="normalized_adjoint"
     )
+    p.add_argument("--init-weight", type=float, default=None, help="with --init smooth")
     p.add_argument("--sigma", type=float, default=0.1, help="initial denoiser level")
     p.add_argument("--stepsize", type=float, default=1.0)
     p.add_argument("--data", choices=("samples", "deadleaves", "mix"), default="samples")
     p.add_argument("--pretrain", type=int, default=0, help="denoiser pretraining steps")
+    p.add_argument("--pretrain-lr", type=float, default=1e-3)
+    p.add_argument("--pretrain-crop", type=int, default=None, help="default: --crop")
+    p.add_argument("--val-crop", type=int, default=128, help="baselines' validation crops")
+    p.add_argument("--load", help="start from this state_dict (from --save)")
     p.add_argument("--loss", choices=("full", "determined"), default="full")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--save", help="write the trained state_dict here")
@@ -66,6 +79,15 @@ def measured(physics, dataset, n: int, batch: int) -> list:
     return pairs
 
 
+def learning_rate_factor(step: int, steps: int, warmup: int, schedule: str) -> float:
+    """The learning rate at ``step`` over its base: linear warm-up, then cosine or flat."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "const":
+        return 1.0
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(steps - warmup, 1)))
+
+
 def training_images(kind: str, crop: int):
     photos = SampleImages("train", crop=crop, length=POOL, seed=0)
     leaves = DeadLeaves(crop, 3, POOL, seed=0)
@@ -79,7 +101,7 @@ def main() -> None:
     physics = ur.physics.Blur(
         ur.physics.gaussian_kernel(2.5), padding="valid", noise=ur.physics.GaussianNoise(NOISE)
     )
-    validation = measured(physics, SampleImages("train", crop=64, length=16, seed=5), 16, 4)
+    validation = measured(physics, SampleImages("train", crop=a.val_crop, length=16, seed=5), 16, 4)
     test = measured(
         physics, SampleImages("eval", crop=128, length=6, random_crops=True, seed=1), 6, 3
     )
@@ -90,7 +112,11 @@ def main() -> None:
     best = {m: max(s[m] for s in scores.values()) for m in ("psnr", "psnr_determined")}
 
     train = training_images(a.data, a.crop)
-    denoiser = ur.models.DnCNN(3, 3, depth=7, features=a.features)
+    denoiser = (
+        ur.models.DnCNN(3, 3, depth=a.depth, features=a.features)
+        if a.denoiser == "dncnn"
+        else ur.models.UNet(3, 3, base=a.features, levels=a.levels)
+    )
     model = ur.unfolded.HQS(
         layers=a.layers,
         denoiser=denoiser,
@@ -98,16 +124,26 @@ def main() -> None:
         stepsize=a.stepsize,
         sigma=a.sigma,
         init=a.init,
+        init_weight=a.init_weight,
     )
+    if a.load:
+        model.load_state_dict(torch.load(a.load, weights_only=True))
     start = time.time()
+    pretrained = None
     if a.pretrain:
-        loader = make_loader(train, a.batch, seed=0)
-        pretrain_denoiser(denoiser, loader, steps=a.pretrain, sigma_max=2 * NOISE, seed=0)
-    optimizer = torch.optim.Adam(model.parameters(), a.lr)
-    schedule = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, a.steps)
-        if a.sched == "cosine"
-        else None
+        images = train if a.pretrain_crop is None else training_images(a.data, a.pretrain_crop)
+        loader = make_loader(images, a.batch, seed=0)
+        pretrain_denoiser(
+            denoiser, loader, steps=a.pretrain, sigma_max=2 * NOISE, lr=a.pretrain_lr, seed=0
+        )
+        pretrained = score_methods({"net": lambda y: model(y, physics)}, physics, test)["net"]
+        pretrained = {k: round(v, 3) for k, v in pretrained.items()}
+        pretrained["time_s"] = round(time.time() - start)
+    if a.freeze_denoiser:
+        denoiser.requires_grad_(False)
+    optimizer = make_optimizer(None, a.lr, model, a.scalar_lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda k: learning_rate_factor(k, a.steps, a.warmup, a.sched)
     )
     region = determined_region(physics, (a.crop, a.crop)).float()
     for step in range(a.steps):
@@ -124,8 +160,7 @@ def main() -> None:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if schedule is not None:
-            schedule.step()
+        schedule.step()
     seconds = time.time() - start
     model.eval()
     net = score_methods({"net": lambda y: model(y, physics)}, physics, test)["net"]
@@ -138,6 +173,7 @@ def main() -> None:
         "vs_best_baseline": round(net["psnr"] - best["psnr"], 2),
         "vs_best_baseline_determined": round(net["psnr_determined"] - best["psnr_determined"], 2),
         "best_baseline": best,
+        "after_pretraining": pretrained,
         "stepsize": [round(v, 3) for v in model.stepsize.tolist()],
         "sigma": [round(v, 4) for v in model.sigma.tolist()],
         "args": vars(a),

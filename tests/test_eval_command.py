@@ -49,6 +49,8 @@ def test_eval_scores_the_folder_and_saves_pngs(tmp_path, capsys):
     assert code == 0
     for label in ("normalised adjoint", "Tikhonov", "smooth LS", "trained model"):
         assert label in printed
+    # the baselines' weights are picked on images of the scored images' size
+    assert "picked on 40x40 crops of deadleaves" in printed
     assert sorted(p.name for p in out.iterdir()) == ["img0.png", "img1.png"]
     # The model's whole-image PSNR, recomputed by hand with the same noise draws.
     physics = physics_from_spec(spec)

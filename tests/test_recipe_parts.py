@@ -7,9 +7,12 @@ import torch
 import unrolled as ur
 from unrolled.data import DeadLeaves, Interleaved
 from unrolled.physics import initial_estimate
+from unrolled.physics.initial import smooth_least_squares
 from unrolled.physics.spec import blur_spec, mri_spec, physics_from_spec
 from unrolled.saving import describe
+from unrolled.testing import dense_matrix
 from unrolled.train.pretrain import pretrain_denoiser
+from unrolled.train.step import make_optimizer
 from unrolled.weights import find_shipped
 
 
@@ -29,6 +32,46 @@ def test_auto_initial_estimate_per_physics():
     torch.testing.assert_close(initial_estimate(mri, k), mri.A_adjoint(k))
     with pytest.raises(ValueError, match="method"):
         initial_estimate(blur, y, "zeros")
+
+
+def test_smooth_initial_estimate_against_a_dense_solve():
+    g = torch.Generator().manual_seed(5)
+    blur = ur.physics.Blur(ur.physics.gaussian_kernel(1.0), padding="valid")
+    x = torch.rand(1, 1, 10, 9, generator=g, dtype=torch.float64)
+    y = blur.A(x) + 0.05 * torch.randn(blur.output_shape(x.shape), generator=g, dtype=x.dtype)
+    # the normal matrix A^T A + w D^T D, D the forward differences without wrap-around
+    a = dense_matrix(blur, x.shape, torch.float64)
+
+    def eye(n: int) -> torch.Tensor:
+        return torch.eye(n, dtype=torch.float64)
+
+    rows, cols = eye(10)[1:] - eye(10)[:-1], eye(9)[1:] - eye(9)[:-1]
+    d = torch.cat([torch.kron(rows, eye(9)), torch.kron(eye(10), cols)])
+    weight = 0.7
+    normal = a.T @ a + weight * d.T @ d
+    expected = torch.linalg.solve(normal, a.T @ y.flatten()).reshape(x.shape)
+    tight = ur.CG(max_iter=500, tol=1e-13)
+    torch.testing.assert_close(
+        smooth_least_squares(blur, y, weight, solver=tight), expected, rtol=1e-9, atol=1e-11
+    )
+    # the default solve stops at a relative residual of 1e-4
+    estimate = initial_estimate(blur, y, "smooth", weight)
+    residual = normal @ estimate.flatten() - a.T @ y.flatten()
+    assert residual.norm() <= 1e-4 * (a.T @ y.flatten()).norm()
+    with pytest.raises(TypeError, match="weight"):
+        initial_estimate(blur, y, "smooth")
+    with pytest.raises(ValueError, match="weight"):
+        initial_estimate(blur, y, "auto", 0.5)
+    denoiser = ur.models.DnCNN(1, 1, depth=2, features=2)
+    with pytest.raises(TypeError, match="init_weight"):
+        ur.unfolded.HQS(layers=1, denoiser=denoiser, init="smooth")
+    with pytest.raises(ValueError, match="init_weight"):
+        ur.unfolded.HQS(layers=1, denoiser=denoiser, init_weight=0.5)
+    model = ur.unfolded.HQS(layers=1, denoiser=denoiser.double(), init="smooth", init_weight=0.7)
+    seen = []
+    model.init_state = lambda x0: seen.append(x0) or (x0,)
+    model(y, blur)
+    torch.testing.assert_close(seen[0], estimate)
 
 
 def test_unfolded_models_use_their_initial_estimate():
@@ -90,3 +133,64 @@ def test_the_shipped_model_matches_the_demo_configuration():
     # another architecture has no shipped weights
     other = DemoConfig(features=8).resolved()
     assert find_shipped(describe(build_model(other, other.modes[0])), physics_spec(other)) is None
+
+
+def _small_hqs() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return ur.unfolded.HQS(
+        layers=3, denoiser=ur.models.DnCNN(1, 1, depth=2, features=4), trainable=True
+    )
+
+
+def test_scalar_lr_gives_the_scalars_their_own_group():
+    model = _small_hqs()
+    scalars = {id(p) for p in model.scalars.parameters()}
+    assert len(scalars) == 2  # stepsize and sigma
+    optimizer = make_optimizer(None, 1e-4, model, scalar_lr=1e-2)
+    weights_group, scalar_group = optimizer.param_groups
+    assert {id(p) for p in scalar_group["params"]} == scalars
+    assert scalar_group["lr"] == 1e-2 and weights_group["lr"] == 1e-4
+    assert len(weights_group["params"]) + 2 == len(list(model.parameters()))
+    # Adam's first step moves every coordinate by its group's learning rate
+    before = [p.detach().clone() for p in model.parameters()]
+    blur = ur.physics.Blur(ur.physics.gaussian_kernel(1.0), padding="valid")
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(2, 1, 12, 12, generator=g)
+    (model(blur.A(x), blur) - x).square().mean().backward()
+    optimizer.step()
+    checked = set()
+    for p, old in zip(model.parameters(), before, strict=True):
+        moved = (p.detach() - old).abs()
+        lr = 1e-2 if id(p) in scalars else 1e-4
+        clear = p.grad.abs() > 1e-5  # Adam's eps (1e-8) shortens the steps of tiny gradients
+        if clear.any():
+            checked.add(lr)
+        torch.testing.assert_close(
+            moved[clear], torch.full_like(moved[clear], lr), rtol=1e-2, atol=0
+        )
+    assert checked == {1e-2, 1e-4}  # both groups stepped
+
+
+def test_scalar_lr_reaches_a_factory_and_the_trainer():
+    model = _small_hqs()
+    seen = []
+
+    def factory(groups):
+        seen.append(groups)
+        return torch.optim.SGD(groups, lr=0.5)
+
+    optimizer = make_optimizer(factory, 1e-3, model, scalar_lr=0.05)
+    assert [g["lr"] for g in optimizer.param_groups] == [0.5, 0.05]
+    assert len(seen) == 1
+    # without scalar_lr: one group, as before
+    assert len(make_optimizer(None, 1e-3, model).param_groups) == 1
+    with pytest.raises(ValueError, match="scalar_lr"):
+        make_optimizer(torch.optim.SGD(model.parameters(), lr=0.1), 1e-3, model, scalar_lr=0.1)
+    blur = ur.physics.Blur(ur.physics.gaussian_kernel(1.0), padding="valid")
+    data = [torch.rand(2, 1, 12, 12, generator=torch.Generator().manual_seed(3))]
+    trainer = ur.train.Trainer(
+        model, blur, data, lr=1e-3, scalar_lr=3e-2, progress=False, baselines=None
+    )
+    assert [g["lr"] for g in trainer.optimizer.param_groups] == [1e-3, 3e-2]
+    with pytest.raises(ValueError, match="scalar_lr"):
+        ur.train.Trainer(model, blur, data, scalar_lr=0.0, progress=False, baselines=None)

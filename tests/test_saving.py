@@ -53,7 +53,15 @@ def test_round_trip_is_bit_identical(tmp_path, algorithm, denoiser):
 def test_the_initial_estimate_travels_with_the_model(tmp_path):
     model = _model(init="adjoint")
     loaded = ur.load(ur.save(model, tmp_path / "m.pt"))
-    assert loaded.init == "adjoint"
+    assert loaded.init == "adjoint" and loaded.init_weight is None
+    smooth = _model(init="smooth", init_weight=0.3)
+    loaded = ur.load(ur.save(smooth, tmp_path / "s.pt"))
+    assert loaded.init == "smooth" and loaded.init_weight == 0.3
+    physics = ur.physics.Blur(ur.physics.gaussian_kernel(1.0), padding="valid")
+    y = physics(torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(4)))
+    smooth.eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(y, physics), smooth(y, physics))
 
 
 def test_complex_denoiser_round_trip(tmp_path):

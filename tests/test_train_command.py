@@ -165,3 +165,27 @@ def test_a_sensing_matrix_too_large_for_memory_is_refused(capsys):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "the compressed-sensing matrix needs" in err
+
+
+def test_pretraining_source_and_a_fixed_denoiser(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = [
+        "train", *TINY, "--out", str(out), "--channels", "3",
+        "--set", "data.source=samples", "--set", "data.pretrain_source=deadleaves",
+        "--set", "data.pretrain_size=16", "--set", "train.pretrain_steps=2",
+        "--set", "train.freeze_denoiser=true", "--set", "train.scalar_lr=0.05",
+        "--set", "model.trainable=stepsize,sigma",
+    ]  # fmt: skip
+    config = config_of(*argv[1:])
+    parts = build_experiment(config)
+    pretrain_batch = next(iter(parts["pretrain_data"]))
+    assert tuple(pretrain_batch.shape[-2:]) == (16, 16)  # not the training crops' 12
+    assert tuple(next(iter(parts["train_data"])).shape[-2:]) == (12, 12)
+    assert cli.main(argv) == 0
+    assert "training the per-layer scalars only" in capsys.readouterr().out
+    state = load_checkpoint(out / "latest.pt")
+    # pretrained for 2 steps, then fixed: the last checkpoint's denoiser is the pretrained
+    # one, so its weights left the initial ones but Adam holds no moments for them
+    optimizer = state["optimizer"]
+    assert [g["lr"] for g in optimizer["param_groups"]] == [0.05]
+    assert len(optimizer["param_groups"][0]["params"]) == 2  # log_stepsize, log_sigma

@@ -140,6 +140,7 @@ def describe(model: nn.Module) -> dict:
         "share_denoiser": model.share_denoiser,
         "checkpoint_layers": model.checkpoint_layers,
         "init": model.init,
+        "init_weight": model.init_weight,
         "denoiser": _describe_denoiser(priors[0].denoiser),
         "fidelity": {
             "solver": _describe_solver(model.fidelity.solver),
@@ -176,6 +177,7 @@ def build(spec: dict) -> Unfolded:
         share_denoiser=spec["share_denoiser"],
         checkpoint_layers=spec["checkpoint_layers"],
         init=spec["init"],
+        init_weight=spec.get("init_weight"),  # absent from files older than init="smooth"
         **spec["scalars"],
     )
 

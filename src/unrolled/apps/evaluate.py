@@ -35,6 +35,9 @@ __all__ = ["add_arguments", "run"]
 
 #: the largest side of an evaluated image; larger ones are centre-cropped to it
 DEFAULT_MAX_SIZE = 512
+#: the largest side of a validation crop (scikit-image's smallest training photograph is
+#: 303 pixels high)
+MAX_VALIDATION_SIZE = 256
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,7 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--validation",
         default="samples",
         help="images the baselines' weights are picked on: samples (scikit-image's training "
-        "photographs, 64x64 crops), deadleaves, or folder:DIR",
+        "photographs), deadleaves, or folder:DIR (centre crops); crops of the evaluated "
+        f"images' smallest side, at most {MAX_VALIDATION_SIZE}, as a weight picked on "
+        "smaller images is too strong for larger ones",
     )
     parser.add_argument(
         "--max-size",
@@ -167,7 +172,9 @@ def evaluate(args: argparse.Namespace) -> str:
     images = _fit(spec, _images(args.data, channels, args.max_size))
     side = _size_for(spec, images)
     physics = experiment.build_physics(None if side is None else (side, side))
-    validation = _validation(args.validation, channels, size=side or 64)
+    smallest = min(min(x.shape[-2:]) for _, x in images)
+    validation_side = side or min(smallest, MAX_VALIDATION_SIZE)
+    validation = _validation(args.validation, channels, size=validation_side)
     if experiment.is_complex:  # MRI: grey levels times a smooth phase from the seed
         images = list(
             zip(
@@ -200,7 +207,7 @@ def evaluate(args: argparse.Namespace) -> str:
     lines = [
         f"unrolled eval: {args.model} on {len(images)} image(s) from {args.data}",
         f"  physics: {spec['operator']} ({what}); noise seed {args.seed}; baselines' weights "
-        f"picked on {args.validation}",
+        f"picked on {validation_side}x{validation_side} crops of {args.validation}",
         format_scores(scores, best_of=[b.label for b in baselines]),
     ]
     if args.save:

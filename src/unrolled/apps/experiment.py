@@ -34,8 +34,8 @@ class Experiment:
     """An unfolded network on a measurement, as plain values.
 
     ``layers``, ``stepsize``, ``sigma``, ``trainable``, ``share_parameters``,
-    ``share_denoiser``, ``checkpoint_layers`` and ``init`` mean what they mean to the
-    unfolded classes (:mod:`unrolled.unfolded`).
+    ``share_denoiser``, ``checkpoint_layers``, ``init`` and ``init_weight`` mean what they
+    mean to the unfolded classes (:mod:`unrolled.unfolded`).
 
     Args:
         physics: the measurement, a spec from :mod:`unrolled.physics.spec`.
@@ -62,6 +62,7 @@ class Experiment:
     share_denoiser: bool = True
     checkpoint_layers: bool = False
     init: str = "auto"
+    init_weight: float | None = None
     solver: Mapping = field(default_factory=dict)
     backward: str = "implicit"
 
@@ -113,6 +114,7 @@ class Experiment:
             share_denoiser=self.share_denoiser,
             checkpoint_layers=self.checkpoint_layers,
             init=self.init,
+            init_weight=self.init_weight,
         )
 
     def images(self, images: Dataset, seed: int) -> Dataset:

@@ -201,7 +201,7 @@ def train(config: dict, *, resume: bool = False, device: torch.device | str = "c
         _say(f"pretraining the denoiser: {steps} steps of Gaussian denoising")
         losses = pretrain_denoiser(
             parts["model"].priors[0].denoiser,
-            parts["train_data"],
+            parts["pretrain_data"],
             steps=steps,
             sigma_max=2 * max(config["physics"]["noise_sigma"], 0.01),
             lr=config["train"]["pretrain_lr"],
@@ -209,6 +209,12 @@ def train(config: dict, *, resume: bool = False, device: torch.device | str = "c
             device=device,
         )
         _say(f"pretraining done, loss {losses[0]:.4g} -> {losses[-1]:.4g}")
+    if config["train"]["freeze_denoiser"]:
+        # Fixed in the optimiser's eyes only: the data steps and the scalars still
+        # backpropagate through the denoiser.
+        for prior in parts["model"].priors:
+            prior.requires_grad_(False)
+        _say("the denoiser's weights stay fixed: training the per-layer scalars only")
     trainer = Trainer(
         parts["model"],
         parts["physics"],

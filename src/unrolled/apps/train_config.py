@@ -142,6 +142,11 @@ def validate_config(config: dict) -> dict:
             raise ConfigError(
                 f"model.trainable: {model['algorithm']!r} has the scalars {own}, got {name!r}"
             )
+    if (model["init"] == "smooth") != (model["init_weight"] is not None):
+        raise ConfigError(
+            "model.init_weight: expected a number > 0 with init = 'smooth' and none "
+            f"otherwise, got {model['init_weight']!r} with init = {model['init']!r}"
+        )
     if data["source"] == "folder" and data["path"] is None:
         raise ConfigError("data.path: expected a folder of images with source = 'folder', got none")
     if data["source"] != "folder" and (data["path"] or data["eval_path"]):

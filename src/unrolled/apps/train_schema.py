@@ -149,8 +149,14 @@ SCHEMA: dict[str, dict[str, Key] | Key] = {
         "checkpoint_layers": _bool(False, "recompute each layer in backward"),
         "init": choice(
             "auto",
-            ("auto", "adjoint", "normalized_adjoint"),
-            "the initial estimate: 'auto' is A^T y / A^T 1 for blur, A^H y otherwise",
+            ("auto", "adjoint", "normalized_adjoint", "smooth"),
+            "the initial estimate: 'auto' is A^T y / A^T 1 for blur, A^H y otherwise; "
+            "'smooth': least squares with a smoothness penalty of weight init_weight",
+        ),
+        "init_weight": Key(
+            None,
+            "a number > 0 with init = 'smooth', else none",
+            _number(0, strict=True, none=True),
         ),
     },
     "solver": {
@@ -182,6 +188,18 @@ SCHEMA: dict[str, dict[str, Key] | Key] = {
             lambda v: v is None or (isinstance(v, str) and v != ""),
         ),
         "size": Key(32, "an integer >= 8 (square crops)", _int(8)),
+        "pretrain_source": Key(
+            None,
+            "'deadleaves', 'samples' or 'mixed', or none (source)",
+            lambda v: v is None or v in ("deadleaves", "samples", "mixed"),
+            help="the images of the denoiser's pretraining, where they differ from source",
+        ),
+        "pretrain_size": Key(
+            None,
+            "an integer >= 8, or none (size)",
+            _int(8, none=True),
+            help="the crop side of the denoiser's pretraining, where it differs from size",
+        ),
         "channels": choice(1, (1, 3)),
         "train_images": Key(64, "an integer >= 1", _int(1)),
         "eval_images": Key(8, "an integer >= 0 (0: no evaluation)", _int(0)),
@@ -194,6 +212,12 @@ SCHEMA: dict[str, dict[str, Key] | Key] = {
         "epochs": Key(2, "an integer >= 1", _int(1)),
         "batch_size": Key(8, "an integer >= 1 (per process)", _int(1)),
         "lr": Key(5e-4, "a number > 0", _number(0, strict=True)),
+        "scalar_lr": Key(
+            None,
+            "a number > 0, or none",
+            _number(0, strict=True, none=True),
+            help="learning rate of the per-layer step sizes and denoiser levels (none: lr)",
+        ),
         "pretrain_steps": Key(
             0,
             "an integer >= 0",
@@ -201,6 +225,11 @@ SCHEMA: dict[str, dict[str, Key] | Key] = {
             help="steps of Gaussian denoising (levels up to 2 x the noise) before unrolling",
         ),
         "pretrain_lr": Key(1e-3, "a number > 0", _number(0, strict=True)),
+        "freeze_denoiser": _bool(
+            False,
+            "after pretraining, keep the denoiser's weights fixed and train the per-layer "
+            "scalars only",
+        ),
         "schedule": choice(
             "constant", ("constant", "cosine"), "cosine: the learning rate decays to 0 at the end"
         ),

@@ -73,6 +73,7 @@ def experiment_of(config: dict) -> Experiment:
         share_denoiser=m["share_denoiser"],
         checkpoint_layers=m["checkpoint_layers"],
         init=m["init"],
+        init_weight=m["init_weight"],
         solver=solver,
         backward=s["backward"],
     )
@@ -209,6 +210,19 @@ def build_experiment(config: dict, device: torch.device | str = "cpu") -> dict:
         seed=seed,
         collate_fn=collate,
     )
+    pretrain_data = train_data
+    d = config["data"]
+    if d["pretrain_source"] is not None or d["pretrain_size"] is not None:
+        source = d["pretrain_source"] or d["source"]
+        size = d["pretrain_size"] or d["size"]
+        pretrain_set, _ = _datasets({**config, "data": {**d, "source": source, "size": size}})
+        pretrain_data = Trainer.make_loader(
+            experiment.images(pretrain_set, seed),
+            t["batch_size"],
+            shuffle=True,
+            seed=seed,
+            collate_fn=collate,
+        )
     eval_data = baseline_data = None
     if eval_set is not None:
         eval_data = torch.utils.data.DataLoader(
@@ -221,6 +235,7 @@ def build_experiment(config: dict, device: torch.device | str = "cpu") -> dict:
     trainer_kwargs = dict(
         baseline_data=baseline_data,
         lr=t["lr"],
+        scalar_lr=t["scalar_lr"],
         epochs=t["epochs"],
         device=device,
         seed=seed,
@@ -237,6 +252,7 @@ def build_experiment(config: dict, device: torch.device | str = "cpu") -> dict:
         scheduler=(_cosine_schedule(t, len(train_data)) if t["schedule"] == "cosine" else None),
     )
     return dict(
+        pretrain_data=pretrain_data,
         model=model,
         physics=physics,
         train_data=train_data,

@@ -19,14 +19,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .._validation import check_bool, check_choice, check_real
-from ..linalg.cg import CG, cg
+from ..linalg.cg import CG
 from ..linalg.operator import LinearOperator
 from ..linalg.prox import prox_l2
-from ..physics.initial import _has_nonnegative_weights, initial_estimate
+from ..physics.initial import (
+    SMOOTH_SOLVER,
+    _has_nonnegative_weights,
+    initial_estimate,
+    smooth_least_squares,
+)
 from .metrics import psnr
 
 __all__ = [
@@ -48,7 +52,7 @@ LAMBDA_GRID = tuple(10.0**k for k in range(-4, 3))
 REFINE_STEPS = (0.5, 0.25, 0.125)
 
 #: CG settings of the baselines' solves: accurate enough that a PSNR moves < 0.01 dB
-BASELINE_SOLVER = CG(max_iter=300, tol=1e-4, on_failure="ignore")
+BASELINE_SOLVER = SMOOTH_SOLVER
 
 
 def tikhonov(
@@ -59,43 +63,6 @@ def tikhonov(
     x0 = initial_estimate(physics, y)
     with torch.no_grad():
         return prox_l2(physics, x0, y, 1.0 / lam, solver=solver)
-
-
-def _differences(x: Tensor) -> tuple[Tensor, Tensor]:
-    return x[..., 1:, :] - x[..., :-1, :], x[..., :, 1:] - x[..., :, :-1]
-
-
-def _differences_adjoint(dy: Tensor, dx: Tensor) -> Tensor:
-    # D^T d for forward differences without wrap-around: [-d_0, d_0 - d_1, ..., d_{n-2}].
-    rows = F.pad(dy, (0, 0, 1, 0)) - F.pad(dy, (0, 0, 0, 1))
-    cols = F.pad(dx, (1, 0)) - F.pad(dx, (0, 1))
-    return rows + cols
-
-
-def smooth_least_squares(
-    physics: LinearOperator, y: Tensor, lam: float, *, solver: CG = BASELINE_SOLVER
-) -> Tensor:
-    """``argmin_x 1/2 ||A x - y||^2 + lam/2 ||D x||^2`` (``D``: forward differences) by CG,
-    started from the initial estimate. ``A^H A + lam D^T D`` is positive definite as long
-    as ``A`` does not vanish on constant images."""
-    lam = check_real("lam", lam, minimum=0)
-    with torch.no_grad():
-        x0 = initial_estimate(physics, y)
-        b = physics.A_adjoint(y)
-
-        def matvec(x: Tensor) -> Tensor:
-            return physics.A_adjoint(physics.A(x)) + lam * _differences_adjoint(*_differences(x))
-
-        x, _ = cg(
-            matvec,
-            b,
-            x0=x0,
-            max_iter=solver.max_iter,
-            tol=solver.tol,
-            on_failure=solver.on_failure,
-            what="smooth least squares",
-        )
-    return x
 
 
 @dataclass(frozen=True)

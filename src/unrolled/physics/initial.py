@@ -7,23 +7,39 @@ padding it is not: pixels near the border are covered by few measurements, so
 ``A^H 1`` (the adjoint of a measurement of ones) turns ``A^H y`` into a weighted average
 of the measurements near each pixel, with weights summing to one: the right brightness
 everywhere, noise no larger than the measurement's.
+
+Where the measurement leaves part of the image undetermined (the band along a valid
+blur's border), ``"smooth"`` starts from least squares with a smoothness penalty
+instead: it fills that band by smooth continuation and suppresses the noise the
+normalised adjoint keeps, at the price of one more linear solve.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from .._validation import check_choice
+from .._validation import check_choice, check_real
+from ..linalg.cg import CG, cg
 from ..linalg.operator import LinearOperator
 from .blur import Blur
 from .downsampling import Downsampling
 from .inpainting import Inpainting
 
-__all__ = ["INITIAL_ESTIMATES", "initial_estimate", "normalized_adjoint"]
+__all__ = [
+    "INITIAL_ESTIMATES",
+    "SMOOTH_SOLVER",
+    "initial_estimate",
+    "normalized_adjoint",
+    "smooth_least_squares",
+]
 
 #: the methods :func:`initial_estimate` knows
-INITIAL_ESTIMATES = ("auto", "adjoint", "normalized_adjoint")
+INITIAL_ESTIMATES = ("auto", "adjoint", "normalized_adjoint", "smooth")
+
+#: CG settings of the smoothness-penalised solve: accurate enough that a PSNR moves < 0.01 dB
+SMOOTH_SOLVER = CG(max_iter=300, tol=1e-4, on_failure="ignore")
 
 # A^H 1 below this fraction of its largest value counts as "not measured".
 _UNMEASURED = 1e-12
@@ -78,18 +94,65 @@ def normalized_adjoint(physics: LinearOperator, y: Tensor) -> Tensor:
     return x0.to(dtype)
 
 
-def initial_estimate(physics: LinearOperator, y: Tensor, method: str = "auto") -> Tensor:
+def _differences(x: Tensor) -> tuple[Tensor, Tensor]:
+    return x[..., 1:, :] - x[..., :-1, :], x[..., :, 1:] - x[..., :, :-1]
+
+
+def _differences_adjoint(dy: Tensor, dx: Tensor) -> Tensor:
+    # D^T d for forward differences without wrap-around: [-d_0, d_0 - d_1, ..., d_{n-2}].
+    rows = F.pad(dy, (0, 0, 1, 0)) - F.pad(dy, (0, 0, 0, 1))
+    cols = F.pad(dx, (1, 0)) - F.pad(dx, (0, 1))
+    return rows + cols
+
+
+def smooth_least_squares(
+    physics: LinearOperator, y: Tensor, lam: float, *, solver: CG = SMOOTH_SOLVER
+) -> Tensor:
+    """``argmin_x 1/2 ||A x - y||^2 + lam/2 ||D x||^2`` (``D``: forward differences along
+    rows and columns, no wrap-around) by CG, started from the ``"auto"`` initial estimate.
+    ``A^H A + lam D^T D`` is positive definite as long as ``A`` does not vanish on
+    constant images. Computed without autograd: a function of ``y`` only."""
+    lam = check_real("lam", lam, minimum=0)
+    with torch.no_grad():
+        x0 = initial_estimate(physics, y)
+        b = physics.A_adjoint(y)
+
+        def matvec(x: Tensor) -> Tensor:
+            return physics.A_adjoint(physics.A(x)) + lam * _differences_adjoint(*_differences(x))
+
+        x, _ = cg(
+            matvec,
+            b,
+            x0=x0,
+            max_iter=solver.max_iter,
+            tol=solver.tol,
+            on_failure=solver.on_failure,
+            what="smooth least squares",
+        )
+    return x
+
+
+def initial_estimate(
+    physics: LinearOperator, y: Tensor, method: str = "auto", weight: float | None = None
+) -> Tensor:
     """The initial estimate of ``x`` from ``y``.
 
     Args:
         physics: the measurement operator.
         y: the measurement.
         method: ``"adjoint"`` (``A^H y``), ``"normalized_adjoint"`` (``A^H y / A^H 1``,
-            see :func:`normalized_adjoint`) or ``"auto"``: the normalised adjoint for
-            operators that average pixels with nonnegative weights (blur, downsampling,
-            inpainting), ``A^H y`` otherwise (MRI, compressed sensing).
+            see :func:`normalized_adjoint`), ``"smooth"`` (:func:`smooth_least_squares`
+            with the smoothness weight ``weight``) or ``"auto"``: the normalised adjoint
+            for operators that average pixels with nonnegative weights (blur,
+            downsampling, inpainting), ``A^H y`` otherwise (MRI, compressed sensing).
+        weight: the smoothness weight of ``"smooth"`` (a number > 0); ``None`` otherwise.
     """
     check_choice("method", method, INITIAL_ESTIMATES)
+    if method == "smooth":
+        weight = check_real("weight", weight, positive=True)
+        return smooth_least_squares(physics, y, weight)
+    if weight is not None:
+        raise ValueError(f"weight: expected None for method {method!r}, got {weight!r}")
     if method == "auto":
         method = "normalized_adjoint" if _has_nonnegative_weights(physics) else "adjoint"
     if method == "adjoint":

@@ -37,6 +37,7 @@ class TrainerSettings:
     """
 
     lr: float = 1e-3
+    scalar_lr: float | None = None
     epochs: int = 1
     device: torch.device | str = "cpu"
     seed: int = 0
@@ -68,6 +69,7 @@ class TrainerSettings:
         memory = self.measure_memory
         checked = {
             "lr": check_real("lr", self.lr, positive=True),
+            "scalar_lr": check_real("scalar_lr", self.scalar_lr, positive=True, allow_none=True),
             "epochs": check_int("epochs", self.epochs, minimum=1),
             "device": torch.device(self.device),
             "seed": check_int("seed", self.seed, minimum=0),

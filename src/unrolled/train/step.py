@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..unfolded.scalars import LayerScalars
 from . import distributed
 from .memory import PeakMemoryMeter, SavedTensorMeter
 from .statistics import StepStatistics
@@ -147,18 +148,47 @@ class TrainStep:
             self.scheduler.step()
 
 
-def make_optimizer(optimizer: Any, lr: float, module: nn.Module) -> torch.optim.Optimizer:
+def make_optimizer(
+    optimizer: Any, lr: float, module: nn.Module, scalar_lr: float | None = None
+) -> torch.optim.Optimizer:
     """``optimizer`` itself, Adam with learning rate ``lr`` (``None``), or what a factory
-    ``params -> Optimizer`` makes, over ``module``'s trainable parameters."""
+    ``params -> Optimizer`` makes, over ``module``'s trainable parameters.
+
+    ``scalar_lr``: the learning rate of the unfolded algorithms' per-layer scalars (step
+    sizes, noise levels: the parameters of every :class:`~unrolled.unfolded.LayerScalars`
+    in ``module``), which then form their own parameter group; the factory receives the
+    two groups. ``None``: one group, every parameter at ``lr``.
+    """
     if isinstance(optimizer, torch.optim.Optimizer):
+        if scalar_lr is not None:
+            raise ValueError(
+                "scalar_lr: expected None with an optimizer instance (its parameter groups "
+                f"are already fixed), got {scalar_lr!r}; pass a factory params -> Optimizer"
+            )
         return optimizer
     params = [p for p in module.parameters() if p.requires_grad]
     if not params:
         raise ValueError("model: expected at least one parameter with requires_grad, got none")
+    groups: list = params
+    if scalar_lr is not None:
+        scalar_ids = {
+            id(p)
+            for m in module.modules()
+            if isinstance(m, LayerScalars)
+            for p in m.parameters()
+            if p.requires_grad
+        }
+        scalars = [p for p in params if id(p) in scalar_ids]
+        weights = [p for p in params if id(p) not in scalar_ids]
+        groups = [
+            group
+            for group in ({"params": weights}, {"params": scalars, "lr": scalar_lr})
+            if group["params"]
+        ]
     if optimizer is None:
-        return torch.optim.Adam(params, lr=lr)  # lr checked by TrainerSettings
+        return torch.optim.Adam(groups, lr=lr)  # lr checked by TrainerSettings
     if callable(optimizer):
-        made = optimizer(params)
+        made = optimizer(groups)
         if not isinstance(made, torch.optim.Optimizer):
             raise TypeError(
                 f"optimizer: the factory returned {type(made).__name__}, "

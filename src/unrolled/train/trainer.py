@@ -116,7 +116,7 @@ class Trainer:
         self.loss_fn = loss if loss is not None else mse
         self.callbacks = list(callbacks)
         self.eval_callbacks = list(eval_callbacks)
-        self.optimizer = make_optimizer(optimizer, s.lr, self.module)
+        self.optimizer = make_optimizer(optimizer, s.lr, self.module, s.scalar_lr)
         self.scheduler = scheduler(self.optimizer) if scheduler is not None else None
         self.recorder = RunRecorder(s.out_dir, s.log_every, s.tensorboard)
         self.evaluator = Evaluator(

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from .._validation import check_bool, check_choice, check_int, describe
+from .._validation import check_bool, check_choice, check_int, check_real, describe
 from ..fidelity import L2
 from ..linalg.operator import LinearOperator
 from ..models.pnp import PnP
@@ -85,9 +85,12 @@ class Unfolded(nn.Module, metaclass=abc.ABCMeta):
             data-step solves run again too, and ``fidelity.stats`` counts them.
         init: the initial estimate when ``forward`` gets no ``x0``: ``"auto"`` (default:
             ``A^H y / A^H 1`` for blur, downsampling and inpainting, ``A^H y`` otherwise),
-            ``"adjoint"`` or ``"normalized_adjoint"``; see
+            ``"adjoint"``, ``"normalized_adjoint"`` or ``"smooth"`` (least squares with
+            a smoothness penalty of weight ``init_weight``); see
             :func:`~unrolled.physics.initial_estimate`. Part of the model, so a saved
             model reproduces its outputs from ``model(y, physics)`` alone.
+        init_weight: the smoothness weight of ``init="smooth"`` (a number > 0); ``None``
+            for the other initial estimates.
     """
 
     #: the per-layer scalars: every algorithm has a data step size and a denoiser level
@@ -124,6 +127,7 @@ class Unfolded(nn.Module, metaclass=abc.ABCMeta):
         share_denoiser: bool = True,
         checkpoint_layers: bool = False,
         init: str = "auto",
+        init_weight: float | None = None,
         **scalars: object,
     ):
         super().__init__()
@@ -154,8 +158,16 @@ class Unfolded(nn.Module, metaclass=abc.ABCMeta):
         check_bool("share_denoiser", share_denoiser)
         check_bool("checkpoint_layers", checkpoint_layers)
         check_choice("init", init, INITIAL_ESTIMATES)
+        if init == "smooth":
+            init_weight = check_real("init_weight", init_weight, positive=True)
+        elif init_weight is not None:
+            raise ValueError(
+                f"init_weight: expected None with init={init!r} (it weighs init='smooth'), "
+                f"got {init_weight!r}"
+            )
         self.layers = layers
         self.init = init
+        self.init_weight = init_weight
         self.fidelity = fidelity
         self.share_denoiser = share_denoiser
         self.checkpoint_layers = checkpoint_layers
@@ -225,7 +237,7 @@ class Unfolded(nn.Module, metaclass=abc.ABCMeta):
         if bad:
             raise ValueError(f"{bad[0]}: expected finite values, got NaN or Inf")
         if x0 is None:
-            x0 = initial_estimate(physics, y, self.init)
+            x0 = initial_estimate(physics, y, self.init, self.init_weight)
         state = self.init_state(x0)
         # Per-layer values are computed once, outside the (possibly checkpointed) layers,
         # so the parametrisation's graph is shared and not recomputed.
@@ -259,4 +271,5 @@ class Unfolded(nn.Module, metaclass=abc.ABCMeta):
         return (
             f"layers={self.layers}, share_denoiser={self.share_denoiser}, "
             f"checkpoint_layers={self.checkpoint_layers}, init={self.init!r}"
+            + (f", init_weight={self.init_weight:g}" if self.init_weight is not None else "")
         )

@@ -19,7 +19,15 @@ SHIPPED = ("hqs_blur.pt",)
 
 # What must agree between a shipped model and the one asked for (the solver settings and the
 # backward mode may differ: they do not change what the weights mean).
-_MODEL_KEYS = ("algorithm", "layers", "denoiser", "init", "share_denoiser", "share_parameters")
+_MODEL_KEYS = (
+    "algorithm",
+    "layers",
+    "denoiser",
+    "init",
+    "init_weight",
+    "share_denoiser",
+    "share_parameters",
+)
 
 
 def _path(name: str) -> Path:
@@ -43,7 +51,7 @@ def find_shipped(model_description: dict, physics: dict) -> Path | None:
             continue
         shipped = describe(saved.model)
         if saved.physics == physics and all(
-            shipped[k] == model_description[k] for k in _MODEL_KEYS
+            shipped.get(k) == model_description.get(k) for k in _MODEL_KEYS
         ):
             return path
     return None

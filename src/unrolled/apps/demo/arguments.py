@@ -94,7 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--finetune-steps",
         type=int,
         default=d.finetune_steps,
-        help="steps of fine-tuning the shipped weights, per mode",
+        help="steps of fine-tuning the shipped model's step sizes and denoiser levels, per mode",
     )
     g.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1, ...")
     g.add_argument("--threads", type=int, help="intra-op CPU threads (default: 1 on CPU)")

@@ -133,8 +133,9 @@ class DemoConfig:
     Held-out images: ``num_eval`` crops of ``eval_size`` (blur, downsampling: 128; others:
     the training size) from photographs never trained on. With ``pretrained``, the models
     saved per mode start from the weights the package ships for this configuration (when
-    there are such) and are fine-tuned for ``finetune_steps`` steps on ``finetune_size`` crops at
-    ``finetune_lr``; the comparison of the backward modes always trains from scratch.
+    there are such), whose step sizes and denoiser levels are fine-tuned (the denoiser
+    fixed) for ``finetune_steps`` steps on ``finetune_size`` crops at ``finetune_lr``; the
+    comparison of the backward modes always trains from scratch.
 
     Physics (white noise of std ``noise`` on every measurement): ``"blur"``, Gaussian blur
     of std ``blur_sigma`` pixels, valid padding; ``"inpainting"``, a random mask keeping a
@@ -180,7 +181,7 @@ class DemoConfig:
     pretrained: bool = True
     finetune_steps: int = 40
     finetune_size: int = 64
-    finetune_lr: float = 5e-5
+    finetune_lr: float = 2e-3
     keep: float = 0.5
     factor: int = 2
     ratio: float = 0.5

@@ -79,11 +79,13 @@ def train_mode(
     *,
     lr: float | None = None,
     measure: bool = True,
+    scalars_only: bool = False,
 ) -> ModeResult:
     """Train the model of ``mode`` from ``state`` for one pass over ``train_set`` per epoch
     (``cfg.epochs`` epochs when ``measure``, else one) and score it on ``eval_set``.
 
     ``measure``: also measure the memory of one step (and its RSS with ``cfg.rss``).
+    ``scalars_only``: keep the denoiser's weights fixed, train the per-layer scalars.
     ``eval_y``: measurements of a few held-out images, reconstructed after training for
     the figure. ``baselines``: fitted classical baselines, scored next to the model.
     """
@@ -92,6 +94,8 @@ def train_mode(
     model = build_model(cfg, mode)
     model.load_state_dict(state)
     model.to(device)
+    if scalars_only:
+        model.priors.requires_grad_(False)
     loader = make_loader(train_set, cfg.batch_size)
     eval_loader = make_loader(eval_set, cfg.batch_size, shuffle=False)
     epochs = cfg.epochs if measure else 1

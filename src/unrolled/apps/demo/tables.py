@@ -8,6 +8,7 @@ import math
 import torch
 
 from .config import DemoConfig
+from .experiment import initial_estimate_of
 
 __all__ = ["footnote", "format_bytes", "format_quality", "format_table", "header"]
 
@@ -84,7 +85,8 @@ def format_quality(report: dict) -> str:
     q = report["quality"]
     saved = report["saved_models"]
     origin = (
-        f"shipped weights ({saved['file']}) fine-tuned {saved['finetune_steps']} steps"
+        f"shipped weights ({saved['file']}), step sizes and denoiser levels fine-tuned "
+        f"{saved['finetune_steps']} steps"
         if saved["start"] == "shipped weights"
         else f"trained from random weights, {saved['epochs']} epochs"
     )
@@ -169,13 +171,21 @@ def header(cfg: DemoConfig, data: str) -> str:
         [
             f"unrolled demo: unfolded HQS, {cfg.layers} layers, shared DnCNN depth {cfg.depth} "
             f"x {cfg.features} features, trainable stepsize and sigma (init {cfg.stepsize}, "
-            f"{cfg.sigma})",
+            f"{cfg.sigma}), started from {_start(cfg)}",
             f"  physics: {physics}; CG(max_iter={cfg.max_iter}, tol={cfg.tol:g})",
             f"  data: {data}; {cfg.img_size}x{cfg.img_size}, batch {cfg.batch_size}, "
             f"{cfg.epochs} epochs, Adam lr {cfg.lr:g}, seed {cfg.seed}",
             f"  device: {device}{threads}; runs: " + ", ".join(m.name for m in cfg.modes),
         ]
     )
+
+
+def _start(cfg: DemoConfig) -> str:
+    """The model's initial estimate in words."""
+    init, weight = initial_estimate_of(cfg)
+    if init == "smooth":
+        return f"smooth least squares (weight {weight:g})"
+    return "A^T y / A^T 1" if cfg.physics in ("blur", "downsampling", "inpainting") else "A^H y"
 
 
 def _measurement(cfg: DemoConfig) -> str:
