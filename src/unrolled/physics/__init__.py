@@ -4,7 +4,12 @@ from .base import Physics
 from .blur import PADDINGS, Blur
 from .compressed_sensing import CompressedSensing
 from .downsampling import Downsampling
-from .initial import INITIAL_ESTIMATES, initial_estimate, normalized_adjoint
+from .initial import (
+    INITIAL_ESTIMATES,
+    initial_estimate,
+    normalized_adjoint,
+    smooth_least_squares,
+)
 from .inpainting import Inpainting
 from .kernels import gaussian_kernel
 from .mri import MRI, MultiCoilMRI, cartesian_mask, fft2c, ifft2c, smooth_coil_maps
@@ -29,4 +34,5 @@ __all__ = [
     "initial_estimate",
     "normalized_adjoint",
     "smooth_coil_maps",
+    "smooth_least_squares",
 ]
