@@ -105,21 +105,15 @@ def _differences_adjoint(dy: Tensor, dx: Tensor) -> Tensor:
     return rows + cols
 
 
-def smooth_least_squares(
-    physics: LinearOperator, y: Tensor, lam: float, *, solver: CG = SMOOTH_SOLVER
+def _smooth_solve(
+    physics: LinearOperator, b: Tensor, lam: float, solver: CG, x0: Tensor | None = None
 ) -> Tensor:
-    """``argmin_x 1/2 ||A x - y||^2 + lam/2 ||D x||^2`` (``D``: forward differences along
-    rows and columns, no wrap-around) by CG, started from the ``"auto"`` initial estimate.
-    ``A^H A + lam D^T D`` is positive definite as long as ``A`` does not vanish on
-    constant images. Computed without autograd: a function of ``y`` only."""
-    lam = check_real("lam", lam, minimum=0)
+    """``(A^H A + lam D^T D)^-1 b`` by CG, without autograd."""
+
+    def matvec(x: Tensor) -> Tensor:
+        return physics.A_adjoint(physics.A(x)) + lam * _differences_adjoint(*_differences(x))
+
     with torch.no_grad():
-        x0 = initial_estimate(physics, y)
-        b = physics.A_adjoint(y)
-
-        def matvec(x: Tensor) -> Tensor:
-            return physics.A_adjoint(physics.A(x)) + lam * _differences_adjoint(*_differences(x))
-
         x, _ = cg(
             matvec,
             b,
@@ -130,6 +124,37 @@ def smooth_least_squares(
             what="smooth least squares",
         )
     return x
+
+
+class _SmoothLeastSquares(torch.autograd.Function):
+    """``x = M^-1 A^H y`` with ``M = A^H A + lam D^T D`` Hermitian: linear in ``y``, so its
+    vector-Jacobian product is ``A M^-1 g``, one more solve with the same matrix."""
+
+    @staticmethod
+    def forward(ctx, y, physics, lam, solver):
+        ctx.physics, ctx.lam, ctx.solver = physics, lam, solver
+        b = physics.A_adjoint(y)
+        return _smooth_solve(physics, b, lam, solver, x0=initial_estimate(physics, y))
+
+    @staticmethod
+    def backward(ctx, grad):
+        u = _smooth_solve(ctx.physics, grad, ctx.lam, ctx.solver)
+        with torch.no_grad():
+            return ctx.physics.A(u), None, None, None
+
+
+def smooth_least_squares(
+    physics: LinearOperator, y: Tensor, lam: float, *, solver: CG = SMOOTH_SOLVER
+) -> Tensor:
+    """``argmin_x 1/2 ||A x - y||^2 + lam/2 ||D x||^2`` (``D``: forward differences along
+    rows and columns, no wrap-around) by CG, started from the ``"auto"`` initial estimate.
+    ``A^H A + lam D^T D`` is positive definite as long as ``A`` does not vanish on
+    constant images.
+
+    Differentiable with respect to ``y`` by one more solve (to ``solver.tol``, as the
+    forward one); the operator's own tensors are taken as constants."""
+    lam = check_real("lam", lam, minimum=0)
+    return _SmoothLeastSquares.apply(y, physics, lam, solver)
 
 
 def initial_estimate(
