@@ -18,7 +18,7 @@ from unrolled.physics.spec import blur_spec, physics_from_spec
 
 def _folder(tmp_path, n=2, size=40):
     folder = tmp_path / "photos"
-    folder.mkdir()
+    folder.mkdir(parents=True)
     for i in range(n):
         x = ur.data.DeadLeaves(size, 3, n, seed=7)[i]
         img = (x.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
@@ -49,8 +49,13 @@ def test_eval_scores_the_folder_and_saves_pngs(tmp_path, capsys):
     assert code == 0
     for label in ("normalised adjoint", "Tikhonov", "smooth LS", "trained model"):
         assert label in printed
-    # the baselines' weights are picked on images of the scored images' size
+    # the baselines' weights are picked on images of the scored images' size, or on a
+    # validation folder's whole images where those are smaller
     assert "picked on 40x40 crops of deadleaves" in printed
+    small = _folder(tmp_path / "small", size=24)
+    assert main(["eval", "--model", str(path), "--data", f"folder:{folder}",
+                 "--validation", f"folder:{small}"]) == 0  # fmt: skip
+    assert f"picked on 24x24 crops of folder:{small}" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == ["img0.png", "img1.png"]
     # The model's whole-image PSNR, recomputed by hand with the same noise draws.
     physics = physics_from_spec(spec)

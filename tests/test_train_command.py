@@ -184,8 +184,7 @@ def test_pretraining_source_and_a_fixed_denoiser(tmp_path, capsys):
     assert cli.main(argv) == 0
     assert "training the per-layer scalars only" in capsys.readouterr().out
     state = load_checkpoint(out / "latest.pt")
-    # pretrained for 2 steps, then fixed: the last checkpoint's denoiser is the pretrained
-    # one, so its weights left the initial ones but Adam holds no moments for them
+    # the unrolled stage's optimiser holds the two scalar tensors and nothing else
     optimizer = state["optimizer"]
     assert [g["lr"] for g in optimizer["param_groups"]] == [0.05]
     assert len(optimizer["param_groups"][0]["params"]) == 2  # log_stepsize, log_sigma

@@ -53,8 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="samples",
         help="images the baselines' weights are picked on: samples (scikit-image's training "
         "photographs), deadleaves, or folder:DIR (centre crops); crops of the evaluated "
-        f"images' smallest side, at most {MAX_VALIDATION_SIZE}, as a weight picked on "
-        "smaller images is too strong for larger ones",
+        f"images' smallest side, at most {MAX_VALIDATION_SIZE} (and at most the folder's "
+        "smallest side), as a weight picked on smaller images is too strong for larger ones",
     )
     parser.add_argument(
         "--max-size",
@@ -87,15 +87,21 @@ def _images(spec: str, channels: int, max_size: int) -> list[tuple[str, torch.Te
     return [(n, _crop(folder[i], max_size)) for i, n in enumerate(names)]
 
 
-def _validation(spec: str, channels: int, size: int = 64, count: int = 16):
+def _validation(spec: str, channels: int, size: int, *, exact: bool, count: int = 16):
+    """``(images, side)``: ``size``-sided crops of the validation images; unless ``exact``
+    (an operator drawn for one image size), a folder of smaller images gives crops of its
+    smallest side instead."""
     if spec == "samples":
-        return datasets.SampleImages("train", crop=size, channels=channels, length=count, seed=1)
+        images = datasets.SampleImages("train", crop=size, channels=channels, length=count, seed=1)
+        return images, size
     if spec == "deadleaves":
-        return datasets.DeadLeaves(size, channels, count, seed=1)
+        return datasets.DeadLeaves(size, channels, count, seed=1), size
     if spec.startswith("folder:") and len(spec) > len("folder:"):
-        return datasets.ImageFolder(
-            spec[len("folder:") :], crop=size, channels=channels, train=False
-        )
+        path = spec[len("folder:") :]
+        if not exact:
+            whole = datasets.ImageFolder(path, channels=channels, train=False)
+            size = min([size, *(min(whole[i].shape[-2:]) for i in range(len(whole)))])
+        return datasets.ImageFolder(path, crop=size, channels=channels, train=False), size
     raise ValueError(f"validation: expected samples, deadleaves or folder:DIR, got {spec!r}")
 
 
@@ -173,8 +179,12 @@ def evaluate(args: argparse.Namespace) -> str:
     side = _size_for(spec, images)
     physics = experiment.build_physics(None if side is None else (side, side))
     smallest = min(min(x.shape[-2:]) for _, x in images)
-    validation_side = side or min(smallest, MAX_VALIDATION_SIZE)
-    validation = _validation(args.validation, channels, size=validation_side)
+    validation, validation_side = _validation(
+        args.validation,
+        channels,
+        side or min(smallest, MAX_VALIDATION_SIZE),
+        exact=side is not None,
+    )
     if experiment.is_complex:  # MRI: grey levels times a smooth phase from the seed
         images = list(
             zip(

@@ -212,8 +212,7 @@ def train(config: dict, *, resume: bool = False, device: torch.device | str = "c
     if config["train"]["freeze_denoiser"]:
         # Fixed in the optimiser's eyes only: the data steps and the scalars still
         # backpropagate through the denoiser.
-        for prior in parts["model"].priors:
-            prior.requires_grad_(False)
+        parts["model"].priors.requires_grad_(False)
         _say("the denoiser's weights stay fixed: training the per-layer scalars only")
     trainer = Trainer(
         parts["model"],

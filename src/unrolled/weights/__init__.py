@@ -51,7 +51,7 @@ def find_shipped(model_description: dict, physics: dict) -> Path | None:
             continue
         shipped = describe(saved.model)
         if saved.physics == physics and all(
-            shipped.get(k) == model_description.get(k) for k in _MODEL_KEYS
+            shipped[k] == model_description[k] for k in _MODEL_KEYS
         ):
             return path
     return None
