@@ -58,9 +58,16 @@ def parse() -> argparse.Namespace:
     p.add_argument("--data", choices=("samples", "deadleaves", "mix"), default="samples")
     p.add_argument("--pretrain", type=int, default=0, help="denoiser pretraining steps")
     p.add_argument("--pretrain-lr", type=float, default=1e-3)
+    p.add_argument("--pretrain-levels", choices=("uniform", "log-uniform"), default="uniform")
+    p.add_argument("--pretrain-sigma-min", type=float, default=0.0)
     p.add_argument("--pretrain-crop", type=int, default=None, help="default: --crop")
     p.add_argument("--val-crop", type=int, default=128, help="baselines' validation crops")
     p.add_argument("--load", help="start from this state_dict (from --save)")
+    p.add_argument(
+        "--load-denoiser",
+        help="take the denoiser's weights from this saved model (unrolled.load), e.g. the "
+        "shipped one, so that the unfolded network around it can differ",
+    )
     p.add_argument("--loss", choices=("full", "determined"), default="full")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--save", help="write the trained state_dict here")
@@ -128,13 +135,22 @@ def main() -> None:
     )
     if a.load:
         model.load_state_dict(torch.load(a.load, weights_only=True))
+    if a.load_denoiser:
+        denoiser.load_state_dict(ur.load(a.load_denoiser).priors[0].denoiser.state_dict())
     start = time.time()
     pretrained = None
     if a.pretrain:
         images = train if a.pretrain_crop is None else training_images(a.data, a.pretrain_crop)
         loader = make_loader(images, a.batch, seed=0)
         pretrain_denoiser(
-            denoiser, loader, steps=a.pretrain, sigma_max=2 * NOISE, lr=a.pretrain_lr, seed=0
+            denoiser,
+            loader,
+            steps=a.pretrain,
+            sigma_max=2 * NOISE,
+            sigma_min=a.pretrain_sigma_min,
+            levels=a.pretrain_levels,
+            lr=a.pretrain_lr,
+            seed=0,
         )
         pretrained = score_methods({"net": lambda y: model(y, physics)}, physics, test)["net"]
         pretrained = {k: round(v, 3) for k, v in pretrained.items()}
@@ -164,6 +180,20 @@ def main() -> None:
     seconds = time.time() - start
     model.eval()
     net = score_methods({"net": lambda y: model(y, physics)}, physics, test)["net"]
+    # The same network evaluated as a self-ensemble (each denoiser call averaged over
+    # quarter turns, and mirror images): no training, a few times the evaluation's cost.
+    ensembles = {}
+    for group in ur.models.ENSEMBLES:
+        model.ensemble = group
+        scores = score_methods({"net": lambda y: model(y, physics)}, physics, test)["net"]
+        ensembles[group] = {
+            "vs_best_baseline": round(scores["psnr"] - best["psnr"], 2),
+            "vs_best_baseline_determined": round(
+                scores["psnr_determined"] - best["psnr_determined"], 2
+            ),
+            "ssim": round(scores["ssim"], 3),
+        }
+    model.ensemble = None
     result = {
         "name": a.name,
         "time_s": round(seconds),
@@ -174,6 +204,7 @@ def main() -> None:
         "vs_best_baseline_determined": round(net["psnr_determined"] - best["psnr_determined"], 2),
         "best_baseline": best,
         "after_pretraining": pretrained,
+        "ensembles": ensembles,
         "stepsize": [round(v, 3) for v in model.stepsize.tolist()],
         "sigma": [round(v, 4) for v in model.sigma.tolist()],
         "args": vars(a),

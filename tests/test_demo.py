@@ -321,6 +321,11 @@ def test_config_errors_name_the_argument():
         DemoConfig(data="imagenet")
     with pytest.raises(ValueError, match="lr: expected a finite number > 0"):
         DemoConfig(lr=-1.0)
+    with pytest.raises(ValueError, match="ensemble: expected one of 'none', 'rotations'"):
+        DemoConfig(ensemble="flips")
+    # the setting reaches the model; "none" is no ensemble
+    assert build_model(DemoConfig(ensemble="dihedral"), Mode("implicit")).ensemble == "dihedral"
+    assert build_model(DemoConfig(ensemble="none"), Mode("implicit")).ensemble is None
     cfg = DemoConfig(device="cpu").resolved()
     assert (cfg.img_size, cfg.num_images, cfg.batch_size) == (32, 64, 8)
     assert DemoConfig.from_dict(cfg.to_dict()) == cfg

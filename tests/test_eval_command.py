@@ -127,3 +127,30 @@ def test_train_then_eval_each_operator(operator, tmp_path, capsys):
     full, determined = (float(v) for v in re.findall(r"(-?\d+\.\d+) dB", row)[:2])
     # An untrained reconstruction of [0, 1] images still lands in a plausible range.
     assert 3.0 < full < 60.0 and 3.0 < determined < 60.0
+
+
+def test_eval_can_set_the_ensemble(tmp_path, capsys):
+    path, model, spec = _model_file(tmp_path)
+    folder = _folder(tmp_path)
+    args = ["eval", "--model", str(path), "--data", f"folder:{folder}", "--validation",
+            "deadleaves"]  # fmt: skip
+    assert main([*args, "--ensemble", "dihedral"]) == 0
+    printed = capsys.readouterr().out
+    assert f"{path} (ensemble: dihedral) on 2 image(s)" in printed
+    # the trained model's row is the model averaged over the eight transforms
+    model.ensemble = "dihedral"
+    model.eval()
+    physics = physics_from_spec(spec)
+    values = []
+    for i in range(2):
+        x = ur.data.ImageFolder(folder, train=False)[i].unsqueeze(0)
+        y = _measure(physics, x, _noise_seed(0, f"img{i}"))
+        with torch.no_grad():
+            values.append(ur.evaluation.psnr(model(y, physics), x))
+    expected = float(torch.cat(values).double().mean())
+    row = next(line for line in printed.splitlines() if line.startswith("trained model"))
+    assert float(re.findall(r"(-?\d+\.\d+) dB", row)[0]) == round(expected, 2)
+    with pytest.raises(SystemExit) as exit_:  # argparse's own refusal of a bad choice
+        main([*args, "--ensemble", "turns"])
+    assert exit_.value.code == 2
+    assert "--ensemble: invalid choice: 'turns'" in capsys.readouterr().err

@@ -135,6 +135,48 @@ def test_pretraining_lowers_the_denoising_loss_reproducibly():
     assert sum(losses[0][-5:]) < sum(losses[0][:5])
 
 
+class _RecordingDenoiser(torch.nn.Module):
+    """A real (tiny) denoiser that also keeps the levels it is given."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = ur.models.DnCNN(1, 1, depth=2, features=4)
+        self.levels: list[torch.Tensor] = []
+
+    def forward(self, x, sigma):
+        self.levels.append(sigma.detach().clone())
+        return self.net(x, sigma)
+
+
+@pytest.mark.parametrize("levels", ["uniform", "log-uniform"])
+def test_pretraining_draws_levels_from_the_asked_distribution(levels):
+    torch.manual_seed(0)
+    data = torch.utils.data.DataLoader(DeadLeaves(8, 1, 64, seed=0), batch_size=64)
+    denoiser = _RecordingDenoiser()
+    lo, hi = 0.01, 0.2
+    pretrain_denoiser(denoiser, data, steps=40, sigma_min=lo, sigma_max=hi, levels=levels)
+    drawn = torch.cat(denoiser.levels).double()
+    assert drawn.numel() == 40 * 64
+    assert lo <= drawn.min() and drawn.max() < hi
+    # the fraction of draws below the geometric mean: log(gm/lo) / log(hi/lo) = 1/2 for
+    # log-uniform levels, (gm - lo) / (hi - lo) = 0.18 for uniform ones; with 2560 draws
+    # the standard error is 0.01
+    gm = (lo * hi) ** 0.5
+    expected = 0.5 if levels == "log-uniform" else (gm - lo) / (hi - lo)
+    assert abs(float((drawn < gm).double().mean()) - expected) < 0.04
+
+
+def test_pretraining_refuses_bad_levels():
+    data = [torch.zeros(2, 1, 8, 8)]
+    denoiser = ur.models.DnCNN(1, 1, depth=2, features=4)
+    with pytest.raises(ValueError, match="levels: expected one of"):
+        pretrain_denoiser(denoiser, data, steps=1, sigma_max=0.2, levels="gauss")
+    with pytest.raises(ValueError, match="sigma_min: expected > 0 with levels='log-uniform'"):
+        pretrain_denoiser(denoiser, data, steps=1, sigma_max=0.2, levels="log-uniform")
+    with pytest.raises(ValueError, match="sigma_min: expected below sigma_max=0.2, got 0.3"):
+        pretrain_denoiser(denoiser, data, steps=1, sigma_max=0.2, sigma_min=0.3)
+
+
 def test_the_shipped_model_matches_the_demo_configuration():
     from unrolled.apps.demo import DemoConfig
     from unrolled.apps.demo.experiment import build_model, physics_spec

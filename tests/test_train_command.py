@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import unrolled as ur
 from unrolled import cli
 from unrolled.apps.train import build_experiment, resolve_config
 from unrolled.apps.train_config import (
@@ -188,3 +189,14 @@ def test_pretraining_source_and_a_fixed_denoiser(tmp_path, capsys):
     optimizer = state["optimizer"]
     assert [g["lr"] for g in optimizer["param_groups"]] == [0.05]
     assert len(optimizer["param_groups"][0]["params"]) == 2  # log_stepsize, log_sigma
+
+
+def test_the_ensemble_setting_reaches_the_saved_model(tmp_path):
+    assert build_experiment(config_of(*TINY))["model"].ensemble is None  # "none"
+    out = tmp_path / "run"
+    argv = ["train", *TINY, "--out", str(out), "--set", "model.ensemble=rotations"]
+    assert build_experiment(config_of(*argv[1:]))["model"].ensemble == "rotations"
+    assert cli.main(argv) == 0
+    assert ur.load(out / "last.pt").ensemble == "rotations"
+    with pytest.raises(ValueError, match="model.ensemble"):
+        config_of(*TINY, "--set", "model.ensemble=flips")

@@ -141,6 +141,7 @@ def describe(model: nn.Module) -> dict:
         "checkpoint_layers": model.checkpoint_layers,
         "init": model.init,
         "init_weight": model.init_weight,
+        "ensemble": model.ensemble,
         "denoiser": _describe_denoiser(priors[0].denoiser),
         "fidelity": {
             "solver": _describe_solver(model.fidelity.solver),
@@ -178,6 +179,7 @@ def build(spec: dict) -> Unfolded:
         checkpoint_layers=spec["checkpoint_layers"],
         init=spec["init"],
         init_weight=spec.get("init_weight"),  # absent from files older than init="smooth"
+        ensemble=spec.get("ensemble"),  # absent from files older than the ensembles
         **spec["scalars"],
     )
 

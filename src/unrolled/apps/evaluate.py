@@ -29,7 +29,7 @@ from .. import data as datasets
 from ..evaluation import fit_baselines, format_scores, score_methods
 from ..models import ComplexDenoiser
 from ..saving import ModelFileError, load_file
-from .experiment import Experiment
+from .experiment import ENSEMBLE_SETTINGS, Experiment, ensemble_setting
 
 __all__ = ["add_arguments", "run"]
 
@@ -66,6 +66,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--blur-sigma", type=float, help="override the stored blur's sigma")
     parser.add_argument("--padding", help="override the stored blur's padding")
     parser.add_argument("--noise", type=float, help="override the stored noise std")
+    parser.add_argument(
+        "--ensemble",
+        choices=ENSEMBLE_SETTINGS,
+        help="override the stored ensemble: average each denoiser call over the quarter "
+        "turns of its input (dihedral: and their mirror images), or none",
+    )
     parser.add_argument("--save", help="folder for the reconstructions (PNG)")
 
 
@@ -163,6 +169,8 @@ def _channels(spec: dict, denoiser) -> int:
 def evaluate(args: argparse.Namespace) -> str:
     saved = load_file(args.model)
     model = saved.model
+    if args.ensemble is not None:
+        model.ensemble = ensemble_setting(args.ensemble)
     spec = dict(saved.physics)
     if not spec:
         raise ValueError(f"model: {args.model} holds no physics description; it cannot be scored")
@@ -214,8 +222,9 @@ def evaluate(args: argparse.Namespace) -> str:
             for (name, _), (_, y) in zip(images, pairs, strict=True):
                 _save_png(model(y, physics)[0], out / f"{name}.png")
     what = ", ".join(f"{k}={v}" for k, v in spec.items() if k != "operator")
+    ensemble = "" if model.ensemble is None else f" (ensemble: {model.ensemble})"
     lines = [
-        f"unrolled eval: {args.model} on {len(images)} image(s) from {args.data}",
+        f"unrolled eval: {args.model}{ensemble} on {len(images)} image(s) from {args.data}",
         f"  physics: {spec['operator']} ({what}); noise seed {args.seed}; baselines' weights "
         f"picked on {validation_side}x{validation_side} crops of {args.validation}",
         format_scores(scores, best_of=[b.label for b in baselines]),

@@ -18,15 +18,23 @@ from torch.utils.data import Dataset
 
 from ..fidelity import L2
 from ..linalg.cg import CG
-from ..models import ComplexDenoiser, DnCNN, UNet
+from ..models import ENSEMBLES, ComplexDenoiser, DnCNN, UNet
 from ..physics import Physics
 from ..physics.spec import COMPLEX_OPERATORS, physics_from_spec
 from ..unfolded import build
 from .complex_images import ComplexImages
 
-__all__ = ["DENOISERS", "Experiment", "complex_dtype"]
+__all__ = ["DENOISERS", "ENSEMBLE_SETTINGS", "Experiment", "complex_dtype", "ensemble_setting"]
 
 DENOISERS = ("dncnn", "unet")
+
+#: how the commands' flags and config files name the ``ensemble`` settings ("none": None)
+ENSEMBLE_SETTINGS = ("none", *ENSEMBLES)
+
+
+def ensemble_setting(text: str) -> str | None:
+    """The model's ``ensemble`` for a command's setting (``"none"`` is ``None``)."""
+    return None if text == "none" else text
 
 
 @dataclass(frozen=True)
@@ -34,8 +42,8 @@ class Experiment:
     """An unfolded network on a measurement, as plain values.
 
     ``layers``, ``stepsize``, ``sigma``, ``trainable``, ``share_parameters``,
-    ``share_denoiser``, ``checkpoint_layers``, ``init`` and ``init_weight`` mean what they
-    mean to the unfolded classes (:mod:`unrolled.unfolded`).
+    ``share_denoiser``, ``checkpoint_layers``, ``init``, ``init_weight`` and ``ensemble``
+    mean what they mean to the unfolded classes (:mod:`unrolled.unfolded`).
 
     Args:
         physics: the measurement, a spec from :mod:`unrolled.physics.spec`.
@@ -63,6 +71,7 @@ class Experiment:
     checkpoint_layers: bool = False
     init: str = "auto"
     init_weight: float | None = None
+    ensemble: str | None = None
     solver: Mapping = field(default_factory=dict)
     backward: str = "implicit"
 
@@ -115,6 +124,7 @@ class Experiment:
             checkpoint_layers=self.checkpoint_layers,
             init=self.init,
             init_weight=self.init_weight,
+            ensemble=self.ensemble,
         )
 
     def images(self, images: Dataset, seed: int) -> Dataset:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..physics import PADDINGS
+from .experiment import ENSEMBLE_SETTINGS
 
 __all__ = [
     "MAX_SEED",
@@ -157,6 +158,12 @@ SCHEMA: dict[str, dict[str, Key] | Key] = {
             None,
             "a number > 0 with init = 'smooth', else none",
             _number(0, strict=True, none=True),
+        ),
+        "ensemble": choice(
+            "none",
+            ENSEMBLE_SETTINGS,
+            "evaluation averages each denoiser call over the quarter turns of its input "
+            "('dihedral': and their mirror images); training is unchanged",
         ),
     },
     "solver": {

@@ -18,7 +18,7 @@ from ..physics.spec import (
     mri_spec,
 )
 from ..train import Trainer, distributed
-from .experiment import Experiment, complex_dtype
+from .experiment import Experiment, complex_dtype, ensemble_setting
 from .train_config import ConfigError
 
 __all__ = ["build_experiment", "experiment_of", "physics_spec"]
@@ -74,6 +74,7 @@ def experiment_of(config: dict) -> Experiment:
         checkpoint_layers=m["checkpoint_layers"],
         init=m["init"],
         init_weight=m["init_weight"],
+        ensemble=ensemble_setting(m["ensemble"]),
         solver=solver,
         backward=s["backward"],
     )

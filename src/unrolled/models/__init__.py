@@ -2,7 +2,8 @@
 
 from .complex import ComplexDenoiser
 from .dncnn import DnCNN
+from .ensemble import ENSEMBLES, ensemble_average
 from .pnp import PnP
 from .unet import UNet
 
-__all__ = ["ComplexDenoiser", "DnCNN", "PnP", "UNet"]
+__all__ = ["ENSEMBLES", "ComplexDenoiser", "DnCNN", "PnP", "UNet", "ensemble_average"]

@@ -14,6 +14,7 @@ from torch.utils.checkpoint import checkpoint
 from .._validation import check_bool, check_choice, check_int, check_real, describe
 from ..fidelity import L2
 from ..linalg.operator import LinearOperator
+from ..models.ensemble import ENSEMBLES, ensemble_average
 from ..models.pnp import PnP
 from ..physics.initial import INITIAL_ESTIMATES, initial_estimate
 from .scalars import LayerScalars, ScalarSpec
@@ -91,6 +92,12 @@ class Unfolded(nn.Module, metaclass=abc.ABCMeta):
             model reproduces its outputs from ``model(y, physics)`` alone.
         init_weight: the smoothness weight of ``init="smooth"`` (a number > 0); ``None``
             for the other initial estimates.
+        ensemble: ``None`` (default), ``"rotations"`` or ``"dihedral"``: in evaluation
+            mode (``model.eval()``) every denoiser call averages the denoiser over the
+            four quarter turns of its input (or those and their mirror images, eight),
+            each turned back (:func:`~unrolled.models.ensemble_average`). Training mode
+            calls the denoiser once, so training costs what it did; evaluation costs 4 or
+            8 denoiser passes per layer. Part of the model, like ``init``.
     """
 
     #: the per-layer scalars: every algorithm has a data step size and a denoiser level
@@ -128,6 +135,7 @@ class Unfolded(nn.Module, metaclass=abc.ABCMeta):
         checkpoint_layers: bool = False,
         init: str = "auto",
         init_weight: float | None = None,
+        ensemble: str | None = None,
         **scalars: object,
     ):
         super().__init__()
@@ -165,7 +173,12 @@ class Unfolded(nn.Module, metaclass=abc.ABCMeta):
                 f"init_weight: expected None with init={init!r} (it weighs init='smooth'), "
                 f"got {init_weight!r}"
             )
+        if ensemble is not None and not (isinstance(ensemble, str) and ensemble in ENSEMBLES):
+            expected = f"None or one of {', '.join(map(repr, ENSEMBLES))}"
+            error = ValueError if isinstance(ensemble, str) else TypeError
+            raise error(f"ensemble: expected {expected}, got {describe(ensemble)}")
         self.layers = layers
+        self.ensemble = ensemble
         self.init = init
         self.init_weight = init_weight
         self.fidelity = fidelity
@@ -188,7 +201,11 @@ class Unfolded(nn.Module, metaclass=abc.ABCMeta):
         return self.priors[0 if self.share_denoiser else k]
 
     def denoise(self, k: int, x: Tensor, sigma: Tensor) -> Tensor:
-        return self.prior(k).prox(x, sigma)
+        """The prior's step of layer ``k`` (averaged over ``ensemble`` in evaluation)."""
+        prior = self.prior(k)
+        if self.ensemble is None or self.training:
+            return prior.prox(x, sigma)
+        return ensemble_average(lambda v: prior.prox(v, sigma), x, self.ensemble)
 
     @property
     def stepsize(self) -> Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..experiment import ENSEMBLE_SETTINGS
 from .config import (
     DEFAULT_EPOCHS,
     DEFAULT_MODES,
@@ -70,6 +71,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--features", type=int, default=d.features, help="DnCNN channels")
     g.add_argument("--stepsize", type=float, default=d.stepsize, help="initial HQS step")
     g.add_argument("--sigma", type=float, default=d.sigma, help="initial denoiser level")
+    g.add_argument(
+        "--ensemble",
+        choices=ENSEMBLE_SETTINGS,
+        default=d.ensemble,
+        help="evaluation averages each denoiser call over the quarter turns of its input "
+        "(dihedral: and their mirror images); training is unchanged",
+    )
     g.add_argument("--max-iter", type=int, default=d.max_iter, help="CG iterations at most")
     g.add_argument("--tol", type=float, default=d.tol, help="CG relative tolerance")
     g.add_argument(
@@ -116,6 +124,7 @@ _SAME_NAME = (
     "finetune_steps", "batch_size", "epochs", "max_iter", "tol", "data", "out", "seed",
     "layers", "depth", "features", "lr", "stepsize", "sigma", "blur_sigma", "noise",
     "acceleration", "coils", "rss", "rss_steps", "threads", "keep", "factor", "ratio",
+    "ensemble",
 )  # fmt: skip
 
 

@@ -7,8 +7,9 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..._validation import check_bool, check_int, check_real
+from ..._validation import check_bool, check_choice, check_int, check_real
 from ...linalg.prox import BACKWARD_MODES
+from ..experiment import ENSEMBLE_SETTINGS
 
 __all__ = [
     "DEFAULT_EPOCHS",
@@ -147,7 +148,9 @@ class DemoConfig:
     the training size, so their held-out images have that size.
     Model: unfolded HQS with ``layers`` layers, a shared DnCNN (``depth`` convolutions,
     ``features`` channels), trainable per-layer ``stepsize`` and ``sigma`` (initial values
-    given), Adam at ``lr``; CG with ``max_iter`` and ``tol`` in every data step.
+    given), Adam at ``lr``; CG with ``max_iter`` and ``tol`` in every data step. Evaluated,
+    each denoiser call is averaged over ``ensemble`` (``"rotations"``: the four quarter turns
+    of its input; ``"dihedral"``: and their mirror images; ``"none"``); training is not.
     """
 
     physics: str = "blur"
@@ -169,6 +172,7 @@ class DemoConfig:
     lr: float = 5e-4
     stepsize: float = 1.0
     sigma: float = 0.1
+    ensemble: str = "rotations"
     blur_sigma: float = 2.5
     noise: float = 0.1
     acceleration: int = 4
@@ -214,6 +218,7 @@ class DemoConfig:
                 raise ValueError(
                     f"{name}: expected a number in (0, 1], got {getattr(self, name)!r}"
                 )
+        check_choice("ensemble", self.ensemble, ENSEMBLE_SETTINGS)
         parse_data(self.data)
         if not (isinstance(self.modes, tuple) and all(isinstance(m, Mode) for m in self.modes)):
             raise ValueError(f"modes: expected a tuple of Mode, got {self.modes!r}")

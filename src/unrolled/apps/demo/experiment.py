@@ -22,7 +22,7 @@ from ...physics.spec import (
 from ...train import (
     derive_seed,
 )
-from ..experiment import Experiment
+from ..experiment import Experiment, ensemble_setting
 from .config import MRI_PHYSICS, SIZED_PHYSICS, DemoConfig, Mode
 
 __all__ = [
@@ -175,6 +175,7 @@ def experiment_of(cfg: DemoConfig, mode: Mode | None = None) -> Experiment:
         checkpoint_layers=mode.checkpoint_layers,
         init=init,
         init_weight=init_weight,
+        ensemble=ensemble_setting(cfg.ensemble),
         solver={"max_iter": cfg.max_iter, "tol": cfg.tol},
         backward=mode.backward,
     )

@@ -171,7 +171,7 @@ def header(cfg: DemoConfig, data: str) -> str:
         [
             f"unrolled demo: unfolded HQS, {cfg.layers} layers, shared DnCNN depth {cfg.depth} "
             f"x {cfg.features} features, trainable stepsize and sigma (init {cfg.stepsize}, "
-            f"{cfg.sigma}), started from {_start(cfg)}",
+            f"{cfg.sigma}), started from {_start(cfg)}{_ensemble(cfg)}",
             f"  physics: {physics}; CG(max_iter={cfg.max_iter}, tol={cfg.tol:g})",
             f"  data: {data}; {cfg.img_size}x{cfg.img_size}, batch {cfg.batch_size}, "
             f"{cfg.epochs} epochs, Adam lr {cfg.lr:g}, seed {cfg.seed}",
@@ -186,6 +186,14 @@ def _start(cfg: DemoConfig) -> str:
     if init == "smooth":
         return f"smooth least squares (weight {weight:g})"
     return "A^T y / A^T 1" if cfg.physics in ("blur", "downsampling", "inpainting") else "A^H y"
+
+
+def _ensemble(cfg: DemoConfig) -> str:
+    """How evaluation averages the denoiser, in words (nothing without an ensemble)."""
+    turns = {"rotations": "4 quarter turns", "dihedral": "4 quarter turns and their mirrors"}
+    if cfg.ensemble == "none":
+        return ""
+    return f"; evaluated with each denoiser call averaged over {turns[cfg.ensemble]}"
 
 
 def _measurement(cfg: DemoConfig) -> str:
