@@ -1,8 +1,8 @@
 """The data step with one and with two intra-op threads, interleaved in one process.
 
-The prox of the seed system (blur sigma 2.5, valid padding, gamma 1, batch 8 x 3
-channels, ``CG(max_iter=100, tol=1e-8)``, preconditioner ``"auto"``), forward and
-implicit backward, timed with ``torch.set_num_threads(1)`` and ``(2)`` in turn (the
+The prox of the seed system (``benchmarks.problem``: blur sigma 2.5, valid padding,
+dead-leaves images with noise 0.1, batch 8 x 3 channels, the seed CG; gamma 1), forward
+and implicit backward, timed with ``torch.set_num_threads(1)`` and ``(2)`` in turn (the
 order alternating round by round, so a busy spell hits both). Prints per size the
 medians and the median, least and largest per-round ratio (two threads / one): whether
 a second thread speeds the data step up at that size.
@@ -20,17 +20,21 @@ import torch
 
 import unrolled as ur
 
+from .config import BenchConfig
+from .problem import make_batches, make_physics, make_solver
+
 __all__ = ["compare_threads"]
 
 
 def _data_step(size: int):
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(8, 3, size, size, generator=g)
-    physics = ur.physics.Blur(ur.physics.gaussian_kernel(2.5), padding="valid")
-    y = physics.A(x) + 0.1 * torch.randn(physics.output_shape(x.shape), generator=g)
-    z = torch.rand(8, 3, size, size, generator=g, requires_grad=True)
+    """One prox of the seed problem (its physics, measurements and solver), forward and
+    implicit backward, as a function of nothing."""
+    cfg = BenchConfig()
+    physics = make_physics(cfg, "cpu", torch.float32)
+    ((x, y),) = make_batches(cfg, size, 8, 1, "cpu", torch.float32)
+    z = x.clone().requires_grad_(True)
     gamma = torch.tensor(1.0, requires_grad=True)
-    solver = ur.CG(max_iter=100, tol=1e-8)
+    solver = make_solver(cfg)
 
     def step() -> None:
         ur.prox_l2(physics, z, y, gamma, solver=solver).sum().backward()
