@@ -4,10 +4,10 @@ and preconditioner, with the accuracy reached against a dense float64 solve.
 For each padding the system is the first layer's data step: ``z = A^T y`` for a
 seed batch, ``(A^T A + I/gamma) h = A^T y + z/gamma``, at the seed step size(s) and a
 few larger ones (worse conditioned). Each system is solved without preconditioner
-and with the Fourier one ``(|K_hat|^2 + 1/gamma)^-1`` forced for every padding; the
-row of CG's ``"auto"`` choice repeats the one it picks. The generic ``unrolled.linalg.prox_l2`` is
-called, so circular padding is solved by CG here too (its prox has a closed form that
-training uses instead).
+and with each preconditioner of the blur forced for every padding (Fourier, boundary,
+separable); the row of CG's ``"auto"`` choice repeats the one it picks. The generic
+``unrolled.linalg.prox_l2`` is called, so circular padding is solved by CG here too (its
+prox has a closed form that training uses instead).
 
 Iterations to the floor: CG with the seed tolerance and the true residual checked
 every iteration (``floor_check_every=1``), so the count is exact, not rounded up to
@@ -50,7 +50,16 @@ def _boundary(op, gamma):
     return op.boundary_preconditioner(gamma)
 
 
-PRECONDITIONERS = (("none", None), ("fourier", _fourier), ("boundary", _boundary))
+def _separable(op, gamma):
+    return op.separable_preconditioner(gamma)
+
+
+PRECONDITIONERS = (
+    ("none", None),
+    ("fourier", _fourier),
+    ("boundary", _boundary),
+    ("separable", _separable),
+)
 
 
 def _dense_reference(physics, z0, y, v, gamma: float):
@@ -99,7 +108,11 @@ def cg_floor_table(cfg: BenchConfig, size: int, batch: int, device) -> list[dict
         v = v.to(device=device, dtype=dtype)
         for gamma in gammas:
             gamma_t = torch.tensor(gamma, device=device, dtype=dtype)
-            auto = physics.AUTO_PRECONDITIONER.get(padding, "none")
+            # the seed kernel (a Gaussian) is separable: "auto" takes the exact inverse for
+            # every padding but circular; other kernels get AUTO_PRECONDITIONER's pick
+            others = physics.AUTO_PRECONDITIONER.get(padding, "none")
+            separable = padding != "circular" and physics.separable_preconditioner(gamma_t)
+            auto = "separable" if separable else others
             dense = _dense_reference(physics, z0.cpu(), y.cpu(), v.cpu(), gamma)
             for name, choice in PRECONDITIONERS:
                 floor_solver = ur.CG(
@@ -145,6 +158,7 @@ def cg_floor_table(cfg: BenchConfig, size: int, batch: int, device) -> list[dict
                         "seed_gamma": gamma in seed_gammas,
                         "preconditioner": name,
                         "auto_choice": auto,
+                        "auto_choice_not_separable": others,
                         "forward_iterations": float(fwd.iterations.double().mean()),
                         "forward_status": Counter(fwd.status).most_common(1)[0][0],
                         "forward_residual_max": float(fwd.residual.max()),

@@ -117,10 +117,11 @@ def cg_table(rows: list[dict]) -> list[str]:
     lines = [
         "### CG iterations to the float floor (forward / backward solve), seed problem",
         "",
-        f"| padding | gamma | {head} | auto picks | seed solver its {' / '.join(names)} "
+        f"| padding | gamma | {head} | auto picks | auto picks, kernel not separable "
+        f"| seed solver its {' / '.join(names)} "
         f"| ms per solve {' / '.join(names)} |"
         + (f" rel. error fwd / bwd vs dense float64: {' ; '.join(names)} |" if errors else ""),
-        "|---" * (len(names) + 5 + errors) + "|",
+        "|---" * (len(names) + 6 + errors) + "|",
     ]
     keyed = {(r["padding"], r["gamma"], r["preconditioner"]): r for r in rows}
     for padding, gamma in dict.fromkeys((r["padding"], r["gamma"]) for r in rows):
@@ -132,7 +133,8 @@ def cg_table(rows: list[dict]) -> list[str]:
         seed_its = " / ".join(f"{c['seed_solver_iterations']:.0f}" for c in cells)
         ms = " / ".join(f"{1e3 * c['seed_solver_time_s']:.1f}" for c in cells)
         auto = cells[0]["auto_choice"]
-        line = f"| {padding} | {gamma:g}{seed} | {its} | {auto} | {seed_its} | {ms} |"
+        others = cells[0].get("auto_choice_not_separable", auto)
+        line = f"| {padding} | {gamma:g}{seed} | {its} | {auto} | {others} | {seed_its} | {ms} |"
         if errors:
             err = " ; ".join(
                 f"{c.get('forward_error', float('nan')):.1e} / "

@@ -69,12 +69,22 @@ def test_rss_and_cg_and_scaling(results):
     assert rss["peak_above_import_bytes"] >= 0 and rss["peak_bytes"] >= rss["baseline_bytes"]
     rows = results["cg"]["rows"]
     assert {r["padding"] for r in rows} == {"valid", "reflect", "replicate", "zeros", "circular"}
-    assert {r["preconditioner"] for r in rows} == {"none", "fourier", "boundary", "auto"}
+    assert {r["preconditioner"] for r in rows} == {
+        "none",
+        "fourier",
+        "boundary",
+        "separable",
+        "auto",
+    }
     circular = {r["preconditioner"]: r for r in rows if r["padding"] == "circular"}
     # the Fourier preconditioner is the exact inverse for circular padding: one step, and
     # at most one more to confirm the floor
     assert circular["fourier"]["forward_iterations"] <= 2
     assert circular["none"]["forward_iterations"] > 2
+    # the seed kernel (a Gaussian) is separable: the exact inverse for every padding
+    for row in rows:
+        if row["preconditioner"] == "separable":
+            assert row["forward_iterations"] <= 2, row
     saved = {
         (r["mode"], r["max_iter"]): r["saved_bytes"] for r in results["scaling"]["max_iter"]["rows"]
     }

@@ -76,7 +76,10 @@ def _prox_peak(mode: str, max_iter: int) -> tuple[int, int, int]:
     y = physics.A(x)
     z = torch.rand_like(x, requires_grad=True)
     # gamma = 1e3 makes A^T A + I/gamma poorly conditioned: CG runs all max_iter steps.
-    solver = ur.CG(max_iter=max_iter, tol=0, stop_at_floor=False, on_failure="ignore")
+    # (no preconditioner: an exact one would end the solve at once)
+    solver = ur.CG(
+        max_iter=max_iter, tol=0, stop_at_floor=False, on_failure="ignore", preconditioner=None
+    )
     with PeakMemoryMeter("cpu") as meter:
         h, info = ur.linalg.prox_l2_with_info(physics, z, y, 1e3, solver=solver, backward=mode)
         h.square().sum().backward()

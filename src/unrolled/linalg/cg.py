@@ -232,9 +232,10 @@ def cg(
     # Replay runs each sample's recorded count; a normal solve stops at max_iter at most.
     limit = (int(target.max()) if batch else 0) if replay else max_iter
     k = 0
+    # (an all-inactive start: a zero right-hand side, or a guess already within tol)
+    if not replay and not bool(active.any()):
+        limit = 0
     while k < limit:
-        if not replay and k % check_every == 0 and not bool(active.any()):
-            break
         kp = matvec(p)
         pkp = batch_inner(p, kp)
         # Inactive samples (and a breakdown, pkp = 0, which only happens at r = 0) take a
@@ -254,36 +255,46 @@ def cg(
         # A sample once inactive stays so: its count is the last k at which it was active.
         its.masked_fill_(active, k)
 
-        z = precond(r) if precond is not None else r
-        rz_new = batch_inner(r, z)
+        # Without a preconditioner <r, z> is ||r||^2 already.
+        rz_new = batch_inner(r, r) if precond is None else None
+        r_norm = rz_new.clamp_min(0).sqrt() if precond is None else batch_norm(r)
+        # (active is the solver's own tensor: updated in place, one call less)
+        if replay:
+            active.logical_and_(its < target)
+            if k >= limit:
+                break
+        else:
+            active.logical_and_(r_norm > threshold)
+            if stop_at_floor and _floor_check_due(
+                k, last_floor_check, floor_check_every, check_every, active, r_norm, floor_zone
+            ):
+                last_floor_check = k
+                # The recursion r drifts from b - Kx by rounding; when the drift is as large
+                # as the true residual, further steps cannot make the true residual smaller.
+                with torch.no_grad():
+                    true_r = b - matvec(x)
+                    true_norm = batch_norm(true_r)
+                    drift = batch_norm(true_r - r)
+                floor = active & (drift > 0.5 * true_norm)
+                status_code = torch.where(floor, torch.ones_like(status_code), status_code)
+                true_residual = torch.where(floor, true_norm, true_residual)
+                active = active & ~floor
+            # Stop before the next direction: its preconditioner application would be
+            # wasted on the last iteration.
+            if k % check_every == 0 and not bool(active.any()):
+                break
+
+        if precond is not None:
+            z = precond(r)
+            rz_new = batch_inner(r, z)
+        else:
+            z = r  # (a new tensor each iteration under autograd)
         beta_b = _masked_ratio(rz_new, rz, step, zero, one, in_place).view(sample_shape)
         if beta_b.dtype != b.dtype:
             beta_b = beta_b.to(b.dtype)
         # p <- z + beta p; writing into p while reading it is safe (elementwise, same index)
         p = torch.addcmul(z, beta_b, p, out=p) if in_place else torch.addcmul(z, beta_b, p)
         rz = rz_new
-        # Without a preconditioner <r, z> is ||r||^2 already.
-        r_norm = rz.clamp_min(0).sqrt() if precond is None else batch_norm(r)
-
-        # (active is the solver's own tensor: updated in place, one call less)
-        if replay:
-            active.logical_and_(its < target)
-            continue
-        active.logical_and_(r_norm > threshold)
-        if stop_at_floor and _floor_check_due(
-            k, last_floor_check, floor_check_every, check_every, active, r_norm, floor_zone
-        ):
-            last_floor_check = k
-            # The recursion r drifts from b - Kx by rounding; when the drift is as large as
-            # the true residual, further steps cannot make the true residual smaller.
-            with torch.no_grad():
-                true_r = b - matvec(x)
-                true_norm = batch_norm(true_r)
-                drift = batch_norm(true_r - r)
-            floor = active & (drift > 0.5 * true_norm)
-            status_code = torch.where(floor, torch.ones_like(status_code), status_code)
-            true_residual = torch.where(floor, true_norm, true_residual)
-            active = active & ~floor
 
     if not replay:
         status_code = torch.where(active, torch.full_like(status_code, 2), status_code)

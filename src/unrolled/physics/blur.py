@@ -30,6 +30,7 @@ from .convolution import (
 )
 from .fourier import apply_spectrum, kernel_spectrum
 from .fourier import spectral_solve as fourier_solve
+from .separable import SEPARABLE_MAX_SIDE, SeparableInverse, rank_one_factors
 
 __all__ = ["Blur", "PADDINGS"]
 
@@ -48,8 +49,10 @@ class Blur(Physics):
         fft: convolve by FFT (``True``), directly (``False``), or by FFT for kernels of at
             least ``FFT_MIN_TAPS`` taps (``"auto"``, default). Both are exact.
 
-    Fast paths: convolutions by FFT (kernel spectra kept between calls); two CG
-    preconditioners, the Fourier one ``(|K_hat|^2 + 1/gamma)^-1`` and the boundary one
+    Fast paths: convolutions by FFT (kernel spectra kept between calls); for a
+    separable kernel, the exact inverse of the prox's system as CG's preconditioner
+    (:meth:`separable_preconditioner`, any padding); otherwise two CG preconditioners,
+    the Fourier one ``(|K_hat|^2 + 1/gamma)^-1`` and the boundary one
     (:meth:`boundary_preconditioner`), picked per padding by ``AUTO_PRECONDITIONER``;
     and, for ``"circular"``, the prox in closed form by FFT (no iterations,
     differentiable by autograd).
@@ -64,6 +67,9 @@ class Blur(Physics):
         _check_fft(fft)
         self.padding = padding
         self.fft = fft
+        # what _kept keeps, shared with the shallow copies a prox takes (not state: never
+        # saved, and rebuilt from the kernel whenever it changes)
+        self.__dict__["_kept_store"] = {}
         _check_kernel(kernel)
         if isinstance(kernel, torch.nn.Parameter):
             self.kernel = kernel
@@ -137,9 +143,15 @@ class Blur(Physics):
 
     def normal_map(self, like: Tensor) -> Callable[[Tensor], Tensor]:
         """``x -> A^H A x`` for inputs like ``like``, checked once here: the kernel and,
-        on the FFT path, its spectrum are fixed for the whole solve."""
+        on the FFT path, its spectrum are fixed for the whole solve. A kernel of rank one
+        to ``like``'s rounding, on an image of at most ``SEPARABLE_MAX_SIDE`` a side,
+        takes two matrix products instead (:mod:`unrolled.physics.separable`)."""
         k = self._check_image(like, "x")
         self.output_shape(like.shape)
+        real = like.real.dtype if like.is_complex() else like.dtype
+        separable = self._separable(like, max_ratio=torch.finfo(real).eps)
+        if separable is not None:
+            return separable.normal
         spectrum = self._spectrum_for(like, like.shape[-2:])
         padding = self.padding
         extras = {}
@@ -160,6 +172,35 @@ class Blur(Physics):
 
         return normal
 
+    def _separable(self, like: Tensor, *, max_ratio: float):
+        """The separable route of :meth:`normal_map` for images like ``like``, or ``None``
+        where it is not taken: circular padding (the FFT is exact and cheaper there), a
+        kernel that requires grad, one further from rank one than ``max_ratio``, or an
+        image larger than ``SEPARABLE_MAX_SIDE``."""
+        if self.padding == "circular" or self.kernel.requires_grad:
+            return None
+        if max(like.shape[-2:]) > SEPARABLE_MAX_SIDE:
+            return None
+        factors = self._rank_one()
+        if factors is None or factors.ratio > max_ratio:
+            return None
+        return self._separable_inverse(like)
+
+    def _rank_one(self):
+        return self._kept(("rank one",), lambda: rank_one_factors(self._kernel4d()))
+
+    def _separable_inverse(self, like: Tensor) -> SeparableInverse:
+        """The :class:`~unrolled.physics.separable.SeparableInverse` for images like
+        ``like`` (a kernel of rank one), kept between calls."""
+        factors = self._rank_one()
+        key = (tuple(like.shape[-2:]), like.dtype, like.device)
+        return self._kept(
+            ("separable", *key),
+            lambda: SeparableInverse(
+                factors.u, factors.v, self.padding, key[0], dtype=like.dtype, device=like.device
+            ),
+        )
+
     # -- Fourier fast paths -----------------------------------------------------------
 
     def _spectrum(self, like: Tensor, grid, *, centred: bool) -> Tensor:
@@ -178,26 +219,38 @@ class Blur(Physics):
         return self._kept(key, build)
 
     def _kept(self, key, build):
-        """``build()``, kept between calls while the kernel is the same tensor at the same
-        version and no graph through it is being built: what depends on the kernel only
-        (spectra, the boundary preconditioner's weights) is made once, not once per
-        call or per solve."""
+        """``build()``, kept between calls while the kernel holds the same data (the same
+        memory, at the same version, as a live tensor it was built from) and no graph
+        through it is being built: what depends on the kernel only (spectra, the
+        preconditioners' weights and factors) is made once, not once per call or per
+        solve.
+
+        The store is shared with the shallow copies a prox takes of the operator (whose
+        kernel is the same tensor, or a detached view of it), so what they build is kept
+        for the next call too."""
         k = self.kernel
-        cacheable = not (torch.is_grad_enabled() and k.requires_grad)
-        cache = self.__dict__.get("_spectra")
-        fresh = cache is not None and cache[0]() is k and cache[1] == k._version
-        if cacheable and fresh and key in cache[2]:
-            return cache[2][key]
-        value = build()
-        if cacheable:
-            if not fresh:
-                cache = (weakref.ref(k), k._version, {})
-                # not through nn.Module.__setattr__: a private cache, never state
-                self.__dict__["_spectra"] = cache
-            if len(cache[2]) >= 16:  # many grids (varying image sizes): keep the latest
-                cache[2].clear()
-            cache[2][key] = value
-        return value
+        if torch.is_grad_enabled() and k.requires_grad:
+            return build()
+        store = self.__dict__.get("_kept_store")
+        if store is None:  # made in __init__; a module built otherwise gets its own
+            store = self.__dict__["_kept_store"] = {}
+        identity = (k.data_ptr(), k.storage_offset(), tuple(k.shape), k.stride(), k.dtype, k.device)
+        entry = store.get("entry")
+        built_from = entry[1]() if entry is not None else None
+        if (
+            built_from is None
+            or entry[0] != identity
+            or built_from._version != entry[2]
+            or k._version != entry[2]
+        ):
+            entry = (identity, weakref.ref(k), k._version, {})
+            store["entry"] = entry
+        values = entry[3]
+        if key not in values:
+            if len(values) >= 16:  # many grids (varying image sizes): keep the latest
+                values.clear()
+            values[key] = build()
+        return values[key]
 
     def _use_fft(self) -> bool:
         if self.fft == "auto":
@@ -212,14 +265,16 @@ class Blur(Physics):
         grid, centred = fft_grid(self.padding, image_hw, self.kernel.shape[-2:])
         return self._spectrum(like, grid, centred=centred)
 
-    #: CG's ``"auto"`` preconditioner per padding, where it cuts the iterations by more
-    #: than its cost, as measured by ``benchmarks.cg_floor`` (the table is in
-    #: ``docs/performance.md``): the Fourier one is the exact inverse for circular
-    #: padding; the boundary one (two FFTs and three products per iteration) cuts the
-    #: iterations of "valid" by 2-3x and those of "zeros" by 1.5-2.5x at gamma >= 10 (more
-    #: than the Fourier one), and costs no more at gamma = 1. For "reflect" it pays only
-    #: at large gamma (31 vs 53 iterations at gamma 100, 6 vs 7 at 1) and for "replicate"
-    #: nothing does: no preconditioner there.
+    #: CG's ``"auto"`` preconditioner per padding for a kernel that is not separable
+    #: (or is trained), where it cuts the iterations by more than its cost, as measured
+    #: by ``benchmarks.cg_floor`` (the table is in ``docs/performance.md``): the Fourier
+    #: one is the exact inverse for circular padding; the boundary one (two FFTs and
+    #: three products per iteration) cuts the iterations of "valid" by 2-3x and those of
+    #: "zeros" by 1.5-2.5x at gamma >= 10 (more than the Fourier one), and costs no more
+    #: at gamma = 1. For "reflect" it pays only at large gamma (31 vs 53 iterations at
+    #: gamma 100, 6 vs 7 at 1) and for "replicate" nothing does: no preconditioner there.
+    #: A separable kernel takes :meth:`separable_preconditioner` with every padding but
+    #: circular: it is exact (one or two iterations).
     AUTO_PRECONDITIONER = {"circular": "fourier", "zeros": "boundary", "valid": "boundary"}
 
     #: exponent ``p`` of the boundary preconditioner's weight ``w = coverage^p``, measured
@@ -228,14 +283,55 @@ class Blur(Physics):
     BOUNDARY_POWER = 0.25
 
     def preconditioner(self, gamma: Tensor):
-        """CG's ``"auto"`` choice, per padding from ``AUTO_PRECONDITIONER``:
-        :meth:`fourier_preconditioner`, :meth:`boundary_preconditioner` or ``None``."""
+        """CG's ``"auto"`` choice: :meth:`separable_preconditioner` where it applies (not
+        for circular padding, nor above ``SEPARABLE_MAX_SIDE`` a side), otherwise per
+        padding from ``AUTO_PRECONDITIONER``: :meth:`fourier_preconditioner`,
+        :meth:`boundary_preconditioner` or ``None``."""
         choice = self.AUTO_PRECONDITIONER.get(self.padding)
         if choice == "fourier":
-            return self.fourier_preconditioner(gamma)
-        if choice == "boundary":
-            return self.boundary_preconditioner(gamma)
-        return None
+            others = self.fourier_preconditioner(gamma)
+        elif choice == "boundary":
+            others = self.boundary_preconditioner(gamma)
+        else:
+            others = None
+        separable = None if self.padding == "circular" else self.separable_preconditioner(gamma)
+        if separable is None:
+            return others
+
+        def apply(r: Tensor) -> Tensor:
+            if max(r.shape[-2:]) <= SEPARABLE_MAX_SIDE:
+                return separable(r)
+            return r if others is None else others(r)
+
+        return apply
+
+    def separable_preconditioner(self, gamma: Tensor):
+        """``r -> (A^H A + I / gamma)^-1 r`` exactly, for a kernel of rank one (a Gaussian,
+        a box, any ``outer(u, v)``), any padding and image size: the Kronecker structure
+        of the blur (:mod:`unrolled.physics.separable`). CG with it stops after one or two
+        iterations, at any gamma.
+
+        ``None`` where it does not apply: a kernel of rank above one (to
+        ``SEPARABLE_RTOL``), a kernel that requires grad (the factors are constants, so
+        a gradient through the solve to the kernel would miss their part), or a gamma
+        that varies over pixels. A gamma that requires grad is differentiated through."""
+        gamma = torch.as_tensor(gamma)
+        if self.kernel.requires_grad or (gamma.ndim >= 2 and gamma.shape[-2:] != (1, 1)):
+            return None
+        if self._rank_one() is None:
+            return None
+        cache: dict = {}
+
+        def apply(r: Tensor) -> Tensor:
+            key = (tuple(r.shape[-2:]), r.dtype, r.device)
+            if key not in cache:
+                inverse = self._separable_inverse(r)
+                cache.clear()
+                cache[key] = (inverse, inverse.inverse_diagonal(gamma))
+            inverse, diagonal = cache[key]
+            return inverse.apply(r, diagonal)
+
+        return apply
 
     def fourier_preconditioner(self, gamma: Tensor):
         """``r -> F^-1 (|K_hat|^2 + 1/gamma)^-1 F r`` on the image grid: exact for circular
