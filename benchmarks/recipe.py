@@ -133,6 +133,11 @@ def main() -> None:
         init=a.init,
         init_weight=a.init_weight,
     )
+
+    def score_net() -> dict:
+        """The network's scores on the held-out crops."""
+        return score_methods({"net": lambda y: model(y, physics)}, physics, test)["net"]
+
     if a.load:
         model.load_state_dict(torch.load(a.load, weights_only=True))
     if a.load_denoiser:
@@ -152,7 +157,7 @@ def main() -> None:
             lr=a.pretrain_lr,
             seed=0,
         )
-        pretrained = score_methods({"net": lambda y: model(y, physics)}, physics, test)["net"]
+        pretrained = score_net()
         pretrained = {k: round(v, 3) for k, v in pretrained.items()}
         pretrained["time_s"] = round(time.time() - start)
     if a.freeze_denoiser:
@@ -179,19 +184,19 @@ def main() -> None:
         schedule.step()
     seconds = time.time() - start
     model.eval()
-    net = score_methods({"net": lambda y: model(y, physics)}, physics, test)["net"]
+    net = score_net()
     # The same network evaluated as a self-ensemble (each denoiser call averaged over
     # quarter turns, and mirror images): no training, a few times the evaluation's cost.
     ensembles = {}
     for group in ur.models.ENSEMBLES:
         model.ensemble = group
-        scores = score_methods({"net": lambda y: model(y, physics)}, physics, test)["net"]
+        ensembled = score_net()
         ensembles[group] = {
-            "vs_best_baseline": round(scores["psnr"] - best["psnr"], 2),
+            "vs_best_baseline": round(ensembled["psnr"] - best["psnr"], 2),
             "vs_best_baseline_determined": round(
-                scores["psnr_determined"] - best["psnr_determined"], 2
+                ensembled["psnr_determined"] - best["psnr_determined"], 2
             ),
-            "ssim": round(scores["ssim"], 3),
+            "ssim": round(ensembled["ssim"], 3),
         }
     model.ensemble = None
     result = {

@@ -98,6 +98,28 @@ def test_warm_start_and_preconditioner_agree_with_plain_solve():
     assert info_warm.iterations.item() == 0
 
 
+def test_preconditioner_is_applied_once_per_iteration_and_not_after_the_last():
+    # The first direction needs one application, each later direction one more; the
+    # residual after the last step is tested without one.
+    k = spd_batch([torch.logspace(0, 3, 40), torch.linspace(1, 5, 40)], seed=7)
+    b = torch.randn(2, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
+    diag = torch.diagonal(k, dim1=1, dim2=2)
+    calls = []
+
+    def jacobi(r):
+        calls.append(1)
+        return r / diag
+
+    for check_every in (1, 3):
+        calls.clear()
+        x, info = cg(matvec_of(k), b, precond=jacobi, tol=1e-10, check_every=check_every)
+        assert rel(x, torch.linalg.solve(k, b)) < 1e-8
+        iterations = int(info.iterations.max())
+        # with checks every 3 iterations, the run may go on to the next multiple of 3
+        ran = iterations if check_every == 1 else -(-iterations // 3) * 3
+        assert len(calls) == ran, (check_every, iterations, len(calls))
+
+
 def test_check_every_gives_identical_results():
     k = spd_batch([torch.logspace(0, 2, 30), torch.linspace(1, 3, 30)])
     b = torch.randn(2, 30, dtype=torch.float64, generator=torch.Generator().manual_seed(5))

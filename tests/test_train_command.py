@@ -109,6 +109,9 @@ BAD = [
      "data.size: expected a multiple of physics.factor = 3, got 16"),
     (["--operator", "mri", "--set", "train.pretrain_steps=5"],
      "train.pretrain_steps: expected 0 for complex images (MRI), got 5"),
+    (["--set", "model.init=smooth"], "model.init_weight: expected a finite number > 0, got None"),
+    (["--set", "model.init_weight=0.5"],
+     "model.init_weight: expected None with model.init='auto'"),
 ]  # fmt: skip
 
 

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..physics.initial import check_initial_estimate
 from ..unfolded import ALGORITHMS
 from .train_schema import RESUME_MAY_CHANGE, SCHEMA, ConfigError, Key, default_config
 
@@ -142,11 +143,12 @@ def validate_config(config: dict) -> dict:
             raise ConfigError(
                 f"model.trainable: {model['algorithm']!r} has the scalars {own}, got {name!r}"
             )
-    if (model["init"] == "smooth") != (model["init_weight"] is not None):
-        raise ConfigError(
-            "model.init_weight: expected a number > 0 with init = 'smooth' and none "
-            f"otherwise, got {model['init_weight']!r} with init = {model['init']!r}"
+    try:  # the weight goes with init = "smooth" only, as for the unfolded models
+        check_initial_estimate(
+            model["init"], model["init_weight"], names=("model.init", "model.init_weight")
         )
+    except (TypeError, ValueError) as error:
+        raise ConfigError(str(error)) from None
     if data["source"] == "folder" and data["path"] is None:
         raise ConfigError("data.path: expected a folder of images with source = 'folder', got none")
     if data["source"] != "folder" and (data["path"] or data["eval_path"]):

@@ -30,6 +30,7 @@ from .inpainting import Inpainting
 __all__ = [
     "INITIAL_ESTIMATES",
     "SMOOTH_SOLVER",
+    "check_initial_estimate",
     "initial_estimate",
     "normalized_adjoint",
     "smooth_least_squares",
@@ -109,9 +110,12 @@ def _smooth_solve(
     physics: LinearOperator, b: Tensor, lam: float, solver: CG, x0: Tensor | None = None
 ) -> Tensor:
     """``(A^H A + lam D^T D)^-1 b`` by CG, without autograd."""
+    # the operator's own normal map: checked once, with its fast paths (kept spectra,
+    # fused or separable products), as in the prox's solves
+    normal = physics.normal_map(b)
 
     def matvec(x: Tensor) -> Tensor:
-        return physics.A_adjoint(physics.A(x)) + lam * _differences_adjoint(*_differences(x))
+        return normal(x) + lam * _differences_adjoint(*_differences(x))
 
     with torch.no_grad():
         x, _ = cg(
@@ -157,6 +161,23 @@ def smooth_least_squares(
     return _SmoothLeastSquares.apply(y, physics, lam, solver)
 
 
+def check_initial_estimate(
+    method: str, weight: float | None, *, names: tuple[str, str] = ("method", "weight")
+) -> float | None:
+    """Check an initial estimate's ``method`` and ``weight`` together (named ``names`` in
+    errors); return the weight: a float for ``"smooth"``, ``None`` for the others."""
+    method_name, weight_name = names
+    check_choice(method_name, method, INITIAL_ESTIMATES)
+    if method == "smooth":
+        return check_real(weight_name, weight, positive=True)
+    if weight is not None:
+        raise ValueError(
+            f"{weight_name}: expected None with {method_name}={method!r} (it weighs "
+            f"{method_name}='smooth'), got {weight!r}"
+        )
+    return None
+
+
 def initial_estimate(
     physics: LinearOperator, y: Tensor, method: str = "auto", weight: float | None = None
 ) -> Tensor:
@@ -172,12 +193,9 @@ def initial_estimate(
             downsampling, inpainting), ``A^H y`` otherwise (MRI, compressed sensing).
         weight: the smoothness weight of ``"smooth"`` (a number > 0); ``None`` otherwise.
     """
-    check_choice("method", method, INITIAL_ESTIMATES)
+    weight = check_initial_estimate(method, weight)
     if method == "smooth":
-        weight = check_real("weight", weight, positive=True)
         return smooth_least_squares(physics, y, weight)
-    if weight is not None:
-        raise ValueError(f"weight: expected None for method {method!r}, got {weight!r}")
     if method == "auto":
         method = "normalized_adjoint" if _has_nonnegative_weights(physics) else "adjoint"
     if method == "adjoint":

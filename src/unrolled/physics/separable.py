@@ -62,7 +62,8 @@ class RankOne(NamedTuple):
 def rank_one_factors(kernel: Tensor) -> RankOne | None:
     """The rank-one factors of a ``(Bk, Ck, kh, kw)`` real kernel; ``None`` if any plane
     is further from rank one than ``SEPARABLE_RTOL``."""
-    k = kernel.detach().to(torch.float64)
+    # on the CPU: small, once per kernel, and float64 everywhere (not every device has it)
+    k = kernel.detach().to("cpu", torch.float64)
     if k.shape[-1] == 1 or k.shape[-2] == 1:
         # a single row or column is a product with a 1-tap profile
         if k.shape[-1] == 1:
@@ -81,8 +82,8 @@ def axis_matrix(taps: Tensor, n: int, padding: str) -> Tensor:
     """The ``(n_out, n)`` float64 matrix of the 1-D blur by ``taps`` along one axis of
     length ``n`` with ``padding``: the 2-D blur of a column image by a ``(len, 1)``
     kernel, applied to each unit vector."""
-    basis = torch.eye(n, dtype=torch.float64, device=taps.device).reshape(n, 1, n, 1)
-    kernel = taps.to(torch.float64).reshape(1, 1, -1, 1)
+    basis = torch.eye(n, dtype=torch.float64).reshape(n, 1, n, 1)
+    kernel = taps.to("cpu", torch.float64).reshape(1, 1, -1, 1)
     columns = blur(basis, kernel, padding)  # (n, 1, n_out, 1): column j is A e_j
     return columns[:, 0, :, 0].T
 
@@ -102,15 +103,13 @@ class SeparableInverse:
         gram_v, gram_h = _grams(u, h, padding), _grams(v, w, padding)
         values_v, vectors_v = _eigen(gram_v)
         values_h, vectors_h = _eigen(gram_h)
-        self.gram_v = gram_v.to(dtype).to(device)
-        self.gram_h = gram_h.to(dtype).to(device)
+        self.gram_v = gram_v.to(device, dtype)
+        self.gram_h = gram_h.to(device, dtype)
         real = torch.empty((), dtype=dtype).real.dtype
         # (Bk, Ck, H, W): the eigenvalues of G_v (x) G_h
-        self.eigenvalues = (values_v[..., :, None] * values_h[..., None, :]).to(real).to(device)
-        self.vectors_v = vectors_v.to(dtype).to(device)
-        self.vectors_h = vectors_h.to(dtype).to(device)
-        self.vectors_v_t = self.vectors_v.transpose(-2, -1).contiguous()
-        self.vectors_h_t = self.vectors_h.transpose(-2, -1).contiguous()
+        self.eigenvalues = (values_v[..., :, None] * values_h[..., None, :]).to(device, real)
+        self.vectors_v = vectors_v.to(device, dtype)
+        self.vectors_h = vectors_h.to(device, dtype)
 
     def inverse_diagonal(self, gamma: Tensor) -> Tensor:
         """``1 / (l_v l_h^T + 1 / gamma)``, for a ``gamma`` constant over each image."""
@@ -119,9 +118,10 @@ class SeparableInverse:
     def apply(self, r: Tensor, diagonal: Tensor) -> Tensor:
         """``U_v [(U_v^T r U_h) . diagonal] U_h^T`` (``diagonal`` from
         :meth:`inverse_diagonal`)."""
-        rotated = self.vectors_v_t @ r @ self.vectors_h
+        # (.mT is a view: the matrix products read it transposed, no copy)
+        rotated = self.vectors_v.mT @ r @ self.vectors_h
         rotated = rotated * diagonal
-        return self.vectors_v @ rotated @ self.vectors_h_t
+        return self.vectors_v @ rotated @ self.vectors_h.mT
 
     def normal(self, x: Tensor) -> Tensor:
         """``A^T A x = G_v x G_h`` (both Gram matrices are symmetric)."""

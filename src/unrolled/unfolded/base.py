@@ -11,12 +11,12 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from .._validation import check_bool, check_choice, check_int, check_real, describe
+from .._validation import check_bool, check_int, describe
 from ..fidelity import L2
 from ..linalg.operator import LinearOperator
 from ..models.ensemble import ENSEMBLES, ensemble_average
 from ..models.pnp import PnP
-from ..physics.initial import INITIAL_ESTIMATES, initial_estimate
+from ..physics.initial import check_initial_estimate, initial_estimate
 from .scalars import LayerScalars, ScalarSpec
 
 __all__ = ["Unfolded"]
@@ -165,14 +165,7 @@ class Unfolded(nn.Module, metaclass=abc.ABCMeta):
             )
         check_bool("share_denoiser", share_denoiser)
         check_bool("checkpoint_layers", checkpoint_layers)
-        check_choice("init", init, INITIAL_ESTIMATES)
-        if init == "smooth":
-            init_weight = check_real("init_weight", init_weight, positive=True)
-        elif init_weight is not None:
-            raise ValueError(
-                f"init_weight: expected None with init={init!r} (it weighs init='smooth'), "
-                f"got {init_weight!r}"
-            )
+        init_weight = check_initial_estimate(init, init_weight, names=("init", "init_weight"))
         if ensemble is not None and not (isinstance(ensemble, str) and ensemble in ENSEMBLES):
             expected = f"None or one of {', '.join(map(repr, ENSEMBLES))}"
             error = ValueError if isinstance(ensemble, str) else TypeError
