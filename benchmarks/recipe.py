@@ -10,6 +10,9 @@ photographs. It prints one JSON line.
     python -m benchmarks.recipe --name plain --init adjoint --sigma 0.01 --crop 32 \\
         --lr 5e-4 --sched const --steps 400 --threads 1
 
+``--load-model FILE`` starts from a saved model instead (fine-tuning); ``--photos DIR``
+also scores on a folder's images, against baselines picked on those very images.
+
 docs/training-recipe.md lists the runs and their results.
 """
 
@@ -23,7 +26,7 @@ import time
 import torch
 
 import unrolled as ur
-from unrolled.data import DeadLeaves, Interleaved, SampleImages
+from unrolled.data import DeadLeaves, ImageFolder, Interleaved, SampleImages
 from unrolled.evaluation import determined_region, fit_baselines, score_methods
 from unrolled.train import make_loader
 from unrolled.train.pretrain import pretrain_denoiser
@@ -68,6 +71,17 @@ def parse() -> argparse.Namespace:
         help="take the denoiser's weights from this saved model (unrolled.load), e.g. the "
         "shipped one, so that the unfolded network around it can differ",
     )
+    p.add_argument(
+        "--load-model",
+        help="start from this saved model (unrolled.load): its architecture, initial "
+        "estimate, denoiser and scalars; the architecture flags are then ignored",
+    )
+    p.add_argument(
+        "--photos",
+        help="also score on the images of this folder (centre crops of --photos-size), "
+        "against baselines whose weights are picked on those very images",
+    )
+    p.add_argument("--photos-size", type=int, default=256)
     p.add_argument("--loss", choices=("full", "determined"), default="full")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--save", help="write the trained state_dict here")
@@ -84,6 +98,26 @@ def measured(physics, dataset, n: int, batch: int) -> list:
         y = physics.A(x)
         pairs.append((x, y + NOISE * torch.randn(y.shape, generator=g)))
     return pairs
+
+
+def best_baselines(physics, validation: list, test: list) -> dict:
+    """The best score of the baselines, each fitted on ``validation``, on ``test``."""
+    baselines = fit_baselines(physics, validation)
+    scores = score_methods(
+        {b.label: (lambda y, b=b: b(physics, y)) for b in baselines}, physics, test
+    )
+    return {m: max(s[m] for s in scores.values()) for m in ("psnr", "psnr_determined")}
+
+
+def gains(scores: dict, best: dict) -> dict:
+    """``scores`` over the best baseline's, rounded."""
+    return {
+        "vs_best_baseline": round(scores["psnr"] - best["psnr"], 2),
+        "vs_best_baseline_determined": round(
+            scores["psnr_determined"] - best["psnr_determined"], 2
+        ),
+        "ssim": round(scores["ssim"], 3),
+    }
 
 
 def learning_rate_factor(step: int, steps: int, warmup: int, schedule: str) -> float:
@@ -103,6 +137,8 @@ def training_images(kind: str, crop: int):
 
 def main() -> None:
     a = parse()
+    if a.load_model and (a.load or a.load_denoiser):
+        raise SystemExit("--load-model: expected alone, got --load or --load-denoiser too")
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     physics = ur.physics.Blur(
@@ -112,11 +148,12 @@ def main() -> None:
     test = measured(
         physics, SampleImages("eval", crop=128, length=6, random_crops=True, seed=1), 6, 3
     )
-    baselines = fit_baselines(physics, validation)
-    scores = score_methods(
-        {b.label: (lambda y, b=b: b(physics, y)) for b in baselines}, physics, test
-    )
-    best = {m: max(s[m] for s in scores.values()) for m in ("psnr", "psnr_determined")}
+    best = best_baselines(physics, validation, test)
+    photos = []
+    if a.photos:
+        folder = ImageFolder(a.photos, crop=a.photos_size, train=False)
+        photos = measured(physics, folder, len(folder), 4)
+        best_on_photos = best_baselines(physics, photos, photos)
 
     train = training_images(a.data, a.crop)
     denoiser = (
@@ -134,14 +171,31 @@ def main() -> None:
         init_weight=a.init_weight,
     )
 
-    def score_net() -> dict:
-        """The network's scores on the held-out crops."""
-        return score_methods({"net": lambda y: model(y, physics)}, physics, test)["net"]
+    if a.load_model:
+        model = ur.load(a.load_model)
+        # The same solver as every other run (a saved model keeps the one it trained with),
+        # and the plain network: the ensembles are scored apart below.
+        model.fidelity.solver = ur.CG(max_iter=100, tol=1e-8)
+        model.ensemble = None
+        denoiser = model.priors[0].denoiser
+        model.train()
+
+    def score_net(pairs=test) -> dict:
+        """The network's scores on ``pairs`` (default: the held-out crops)."""
+        return score_methods({"net": lambda y: model(y, physics)}, physics, pairs)["net"]
+
+    def score_on_photos() -> dict | None:
+        return gains(score_net(photos), best_on_photos) if photos else None
 
     if a.load:
         model.load_state_dict(torch.load(a.load, weights_only=True))
     if a.load_denoiser:
         denoiser.load_state_dict(ur.load(a.load_denoiser).priors[0].denoiser.state_dict())
+    before = None
+    if a.load_model:
+        model.eval()
+        before = {"held_out": gains(score_net(), best), "photos": score_on_photos()}
+        model.train()
     start = time.time()
     pretrained = None
     if a.pretrain:
@@ -187,17 +241,13 @@ def main() -> None:
     net = score_net()
     # The same network evaluated as a self-ensemble (each denoiser call averaged over
     # quarter turns, and mirror images): no training, a few times the evaluation's cost.
+    on_photos = score_on_photos()
     ensembles = {}
     for group in ur.models.ENSEMBLES:
         model.ensemble = group
-        ensembled = score_net()
-        ensembles[group] = {
-            "vs_best_baseline": round(ensembled["psnr"] - best["psnr"], 2),
-            "vs_best_baseline_determined": round(
-                ensembled["psnr_determined"] - best["psnr_determined"], 2
-            ),
-            "ssim": round(ensembled["ssim"], 3),
-        }
+        ensembles[group] = gains(score_net(), best)
+        if photos:
+            ensembles[group]["photos"] = score_on_photos()
     model.ensemble = None
     result = {
         "name": a.name,
@@ -209,6 +259,8 @@ def main() -> None:
         "vs_best_baseline_determined": round(net["psnr_determined"] - best["psnr_determined"], 2),
         "best_baseline": best,
         "after_pretraining": pretrained,
+        "loaded_model": before,
+        "photos": on_photos,
         "ensembles": ensembles,
         "stepsize": [round(v, 3) for v in model.stepsize.tolist()],
         "sigma": [round(v, 4) for v in model.sigma.tolist()],
