@@ -36,6 +36,7 @@ from torch.utils.data import Dataset
 
 import unrolled as ur
 from unrolled.data import DeadLeaves, ImageFolder, Interleaved, SampleImages
+from unrolled.data._common import random_crop
 from unrolled.models._base import NoiseLevelDenoiser
 from unrolled.train import make_loader
 from unrolled.train.pretrain import pretrain_denoiser
@@ -92,9 +93,7 @@ class RescaledPhotos(Dataset):
         if size != (h, w):
             image = F.interpolate(image[None], size=size, mode="bilinear", antialias=True)[0]
             image = image.clamp(0, 1)
-        top_row = int(torch.randint(0, size[0] - CROP + 1, (), generator=g))
-        left = int(torch.randint(0, size[1] - CROP + 1, (), generator=g))
-        return image[:, top_row : top_row + CROP, left : left + CROP].contiguous()
+        return random_crop(image, (CROP, CROP), g, f"photograph {index % len(self.images)}")
 
 
 def parse() -> argparse.Namespace:

@@ -24,12 +24,24 @@ from ..physics.spec import COMPLEX_OPERATORS, physics_from_spec
 from ..unfolded import build
 from .complex_images import ComplexImages
 
-__all__ = ["DENOISERS", "ENSEMBLE_SETTINGS", "Experiment", "complex_dtype", "ensemble_setting"]
+__all__ = [
+    "DENOISERS",
+    "ENSEMBLE_HELP",
+    "ENSEMBLE_SETTINGS",
+    "Experiment",
+    "complex_dtype",
+    "ensemble_setting",
+]
 
 DENOISERS = ("dncnn", "unet")
 
 #: how the commands' flags and config files name the ``ensemble`` settings ("none": None)
 ENSEMBLE_SETTINGS = ("none", *ENSEMBLES)
+#: what an ``ensemble`` setting does, for the commands' help
+ENSEMBLE_HELP = (
+    "evaluation averages each denoiser call over the quarter turns of its input "
+    "('dihedral': and their mirror images); training is unchanged"
+)
 
 
 def ensemble_setting(text: str) -> str | None:

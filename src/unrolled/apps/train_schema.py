@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..physics import PADDINGS
-from .experiment import ENSEMBLE_SETTINGS
+from .experiment import ENSEMBLE_HELP, ENSEMBLE_SETTINGS
 
 __all__ = [
     "MAX_SEED",
@@ -159,12 +159,7 @@ SCHEMA: dict[str, dict[str, Key] | Key] = {
             "a number > 0 with init = 'smooth', else none",
             _number(0, strict=True, none=True),
         ),
-        "ensemble": choice(
-            "none",
-            ENSEMBLE_SETTINGS,
-            "evaluation averages each denoiser call over the quarter turns of its input "
-            "('dihedral': and their mirror images); training is unchanged",
-        ),
+        "ensemble": choice("none", ENSEMBLE_SETTINGS, ENSEMBLE_HELP),
     },
     "solver": {
         "max_iter": Key(30, "an integer >= 1", _int(1)),

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from .._validation import check_int, check_real
+from .._validation import check_choice, check_int, check_real
 from .seeding import derive_seed, epoch_batches
 
 __all__ = ["pretrain_denoiser"]
@@ -57,8 +57,7 @@ def pretrain_denoiser(
     check_int("steps", steps, minimum=0)
     check_real("sigma_max", sigma_max, positive=True)
     check_real("sigma_min", sigma_min, minimum=0.0)
-    if levels not in LEVEL_DRAWS:
-        raise ValueError(f"levels: expected one of {sorted(LEVEL_DRAWS)}, got {levels!r}")
+    check_choice("levels", levels, tuple(LEVEL_DRAWS))
     if not sigma_min < sigma_max:
         raise ValueError(f"sigma_min: expected below sigma_max={sigma_max}, got {sigma_min}")
     if levels == "log-uniform" and sigma_min == 0:

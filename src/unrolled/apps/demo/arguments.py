@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..experiment import ENSEMBLE_SETTINGS
+from ..experiment import ENSEMBLE_HELP, ENSEMBLE_SETTINGS
 from .config import (
     DEFAULT_EPOCHS,
     DEFAULT_MODES,
@@ -75,8 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ensemble",
         choices=ENSEMBLE_SETTINGS,
         default=d.ensemble,
-        help="evaluation averages each denoiser call over the quarter turns of its input "
-        "(dihedral: and their mirror images); training is unchanged",
+        help=ENSEMBLE_HELP,
     )
     g.add_argument("--max-iter", type=int, default=d.max_iter, help="CG iterations at most")
     g.add_argument("--tol", type=float, default=d.tol, help="CG relative tolerance")
